@@ -1,0 +1,1 @@
+"""Inputs: where records come from (files, stdin, ...), each yielding (record, origin) pairs."""

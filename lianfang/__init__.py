@@ -1,0 +1,1 @@
+"""Lianfang kernel: settings, the event schema and the Elasticsearch store shared by all packages."""

@@ -1,0 +1,209 @@
+"""The Elasticsearch store: connection, index template, time-based indices and retention.
+
+Only core Elasticsearch features are used (composable templates, aliases, bulk, search,
+aggregations), so the same code runs on the core-only integ-test-zip and on a full
+distribution or a managed cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from elasticsearch import Elasticsearch
+from elasticsearch import NotFoundError as ElasticsearchNotFound
+
+from lianfang import local_node
+from lianfang.schema import ECS_FIELDS
+from lianfang.settings import Settings
+
+TEMPLATE_VERSION = 1
+DAY_SUFFIX = "%Y.%m.%d"
+
+
+class StoreUnavailable(RuntimeError):
+    """No Elasticsearch is configured or reachable."""
+
+
+def elasticsearch_url(settings: Settings) -> str:
+    """The configured cluster, or the running local node."""
+    if settings.es_url:
+        return settings.es_url
+    url = local_node.local_url(settings)
+    if url is None:
+        raise StoreUnavailable(
+            "no Elasticsearch: set LIANFANG_ES_URL or run `lianfang es start` for a local node"
+        )
+    return url
+
+
+def connect(settings: Settings) -> Elasticsearch:
+    """A client for the configured cluster, with the configured credentials and CA."""
+    options: dict[str, Any] = {
+        "request_timeout": settings.es_request_timeout,
+        "max_retries": 2,
+        "retry_on_timeout": True,
+    }
+    if settings.es_api_key is not None:
+        options["api_key"] = settings.es_api_key.get_secret_value()
+    elif settings.es_username and settings.es_password is not None:
+        options["basic_auth"] = (settings.es_username, settings.es_password.get_secret_value())
+    if settings.es_ca_certs is not None:
+        options["ca_certs"] = str(settings.es_ca_certs)
+    if not settings.es_verify_certs:
+        options["verify_certs"] = False
+    return Elasticsearch(elasticsearch_url(settings), **options)
+
+
+def mapping_properties(fields: dict[str, str]) -> dict[str, Any]:
+    """Nested `properties` for a flat field -> type table."""
+    root: dict[str, Any] = {}
+    for dotted, kind in sorted(fields.items()):
+        *parents, leaf = dotted.split(".") if dotted != "@timestamp" else ["@timestamp"]
+        level = root
+        for part in parents:
+            level = level.setdefault(part, {"properties": {}})["properties"]
+        level[leaf] = _mapping_for(kind)
+    return root
+
+
+def _mapping_for(kind: str) -> dict[str, Any]:
+    if kind == "keyword":
+        return {"type": "keyword", "ignore_above": 4096}
+    if kind == "text":
+        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
+    if kind == "original":
+        # ECS keeps event.original unindexed: retrievable, never searched or aggregated.
+        return {"type": "keyword", "index": False, "doc_values": False}
+    return {"type": kind}
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    """All index, alias and template names of one deployment, derived from its prefix."""
+
+    prefix: str
+
+    @property
+    def events_alias(self) -> str:
+        return f"{self.prefix}-events"
+
+    @property
+    def events_pattern(self) -> str:
+        return f"{self.prefix}-events-*"
+
+    @property
+    def events_template(self) -> str:
+        return f"{self.prefix}-events"
+
+    def events_index_for(self, day: date) -> str:
+        """The daily index an event of `day` (UTC) is written to."""
+        return f"{self.prefix}-events-{day.strftime(DAY_SUFFIX)}"
+
+    def day_of_events_index(self, index: str) -> date | None:
+        """The day encoded in a daily events index name, or None for any other index."""
+        match = re.fullmatch(re.escape(self.prefix) + r"-events-(\d{4}\.\d{2}\.\d{2})", index)
+        if match is None:
+            return None
+        return datetime.strptime(match.group(1), DAY_SUFFIX).date()
+
+
+def events_template_body(names: IndexNames) -> dict[str, Any]:
+    """The composable index template for the daily events indices."""
+    return {
+        "index_patterns": [names.events_pattern],
+        "priority": 200,
+        "version": TEMPLATE_VERSION,
+        "_meta": {"managed_by": "lianfang", "description": "normalised ECS events"},
+        "template": {
+            "settings": {
+                "number_of_shards": 1,
+                "number_of_replicas": 0,
+                "refresh_interval": "1s",
+                "mapping.total_fields.limit": 2000,
+                "mapping.total_fields.ignore_dynamic_beyond_limit": True,
+                "mapping.depth.limit": 20,
+                "mapping.nested_objects.limit": 1000,
+            },
+            "mappings": {
+                "dynamic": True,
+                "date_detection": False,
+                "numeric_detection": False,
+                "dynamic_templates": [
+                    {
+                        "strings_as_keywords": {
+                            "match_mapping_type": "string",
+                            "mapping": {"type": "keyword", "ignore_above": 1024},
+                        }
+                    }
+                ],
+                "properties": mapping_properties(ECS_FIELDS),
+            },
+            "aliases": {names.events_alias: {}},
+        },
+    }
+
+
+class EventStore:
+    """Index lifecycle for events: template installation, index routing and retention."""
+
+    def __init__(self, client: Elasticsearch, names: IndexNames) -> None:
+        self.client = client
+        self.names = names
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventStore:
+        """Connect with the settings and use their index prefix."""
+        return cls(connect(settings), IndexNames(settings.index_prefix))
+
+    def install_templates(self) -> bool:
+        """Install or upgrade the events template; returns True when it was (re)written."""
+        try:
+            current = self.client.indices.get_index_template(name=self.names.events_template)
+            templates = current.get("index_templates", [])
+            if templates and templates[0]["index_template"].get("version") == TEMPLATE_VERSION:
+                return False
+        except ElasticsearchNotFound:
+            pass
+        self.client.indices.put_index_template(
+            name=self.names.events_template, **events_template_body(self.names)
+        )
+        return True
+
+    def index_for(self, moment: datetime) -> str:
+        """The daily index an event at `moment` belongs to."""
+        return self.names.events_index_for(moment.astimezone(UTC).date())
+
+    def events_indices(self) -> list[str]:
+        """Every daily events index of this deployment, oldest first."""
+        response = self.client.indices.get(
+            index=self.names.events_pattern, expand_wildcards="open,closed"
+        )
+        return sorted(name for name in response if self.names.day_of_events_index(name))
+
+    def delete_older_than(self, days: int, today: date | None = None) -> list[str]:
+        """Delete whole daily indices whose day is more than `days` before today."""
+        if days < 0:
+            raise ValueError(f"retention must be zero or more days, not {days}")
+        cutoff = (today or datetime.now(UTC).date()) - timedelta(days=days)
+        expired = [
+            name
+            for name in self.events_indices()
+            if (day := self.names.day_of_events_index(name)) is not None and day < cutoff
+        ]
+        for name in expired:
+            self.client.indices.delete(index=name)
+        return expired
+
+    def refresh(self) -> None:
+        """Make everything written so far searchable (tests and the demo use it)."""
+        self.client.indices.refresh(index=self.names.events_pattern, allow_no_indices=True)
+
+    def counts_by_index(self) -> dict[str, int]:
+        """Document count per index of this deployment."""
+        rows = self.client.cat.indices(
+            index=f"{self.names.prefix}-*", format="json", h="index,docs.count"
+        )
+        return {row["index"]: int(row.get("docs.count") or 0) for row in rows}
