@@ -1,0 +1,1 @@
+"""The web API (FastAPI): health, events, and later alerts, incidents, TAXII and the dashboard."""

@@ -1,0 +1,41 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.dependencies import AppServices
+from api.errors import install_error_handlers
+from api.routes import events, health
+from lianfang.settings import Settings, load_settings
+from lianfang.store import EventStore, IndexNames, connect
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the Elasticsearch client is created at start-up, closed at shutdown."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings)
+        store = EventStore(client, IndexNames(settings.index_prefix))
+        store.install_templates()
+        app.state.services = AppServices(settings=settings, client=client, store=store)
+        try:
+            yield
+        finally:
+            client.close()
+
+    app = FastAPI(
+        title="Lianfang API",
+        version="0.1.0",
+        description="Security situational awareness and threat sharing (联防).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(events.router)
+    return app

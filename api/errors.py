@@ -1,0 +1,69 @@
+"""One JSON error body for every failure, and the mapping from exceptions to status codes.
+
+Every error response has the shape
+    {"error": {"status": 422, "code": "invalid_query", "message": "...", "details": [...]}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from elasticsearch import ApiError, TransportError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lianfang.event_search import InvalidQuery
+from lianfang.store import StoreUnavailable
+
+
+def error_body(status: int, code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The documented error shape."""
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def _response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_body(status, code, message, details))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception the app can raise to the JSON error body."""
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(_: Request, error: RequestValidationError) -> JSONResponse:
+        details = [
+            {"location": list(item.get("loc", ())), "message": item.get("msg", "")}
+            for item in error.errors()
+        ]
+        return _response(422, "invalid_request", "the request parameters are not valid", details)
+
+    @app.exception_handler(InvalidQuery)
+    async def invalid_query(_: Request, error: InvalidQuery) -> JSONResponse:
+        details = [{"location": ["query", error.parameter], "message": error.reason}]
+        return _response(422, "invalid_query", str(error), details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        return _response(
+            error.status_code, code.get(error.status_code, "http_error"), str(error.detail)
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
+        return _response(503, "store_unavailable", str(error))
+
+    @app.exception_handler(TransportError)
+    async def transport_error(_: Request, error: TransportError) -> JSONResponse:
+        return _response(503, "store_unavailable", f"Elasticsearch is not reachable: {error}")
+
+    @app.exception_handler(ApiError)
+    async def store_error(_: Request, error: ApiError) -> JSONResponse:
+        status = 503 if error.status_code in (429, 502, 503, 504) else 502
+        return _response(
+            status, "store_error", f"Elasticsearch answered {error.status_code}: {error.message}"
+        )

@@ -1,0 +1,70 @@
+"""One-shot ingest of files (and stdin) into Elasticsearch: the `lianfang ingest` command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from collectors.formats import get_format
+from collectors.inputs.text_lines import read_file_lines, read_lines
+from collectors.log_format import ParseContext, Record
+from collectors.normalise import Department, Normaliser
+from collectors.pipeline import IngestPipeline, IngestReport
+from lianfang.bulk_writer import BulkWriter
+from lianfang.dead_letter import DeadLetterFile
+from lianfang.schema import Origin
+from lianfang.settings import Settings
+from lianfang.store import EventStore
+
+ProgressCallback = Callable[[int], None]
+STDIN = Path("-")
+
+
+def file_records(
+    path: Path, progress: ProgressCallback | None = None
+) -> Iterator[tuple[Record, Origin]]:
+    """The records of one file (or stdin for `-`), each with its origin; reports bytes read."""
+    if path == STDIN:
+        for line in read_lines(sys.stdin.buffer):
+            yield line.text, Origin("stdin", line.offset)
+        return
+    source = str(path.resolve())
+    last = 0
+    for line in read_file_lines(path):
+        if progress is not None:
+            progress(line.offset - last)
+            last = line.offset
+        yield line.text, Origin(source, line.offset)
+    if progress is not None:
+        progress(max(0, path.stat().st_size - last))
+
+
+def ingest_records(
+    records: Iterable[tuple[Record, Origin]],
+    *,
+    settings: Settings,
+    store: EventStore,
+    format_name: str | None = None,
+    department: Department | None = None,
+) -> tuple[IngestReport, DeadLetterFile]:
+    """Parse, normalise and bulk-write records; returns the counters and the dead-letter file."""
+    store.install_templates()
+    dead_letters = DeadLetterFile(settings.dead_letter_dir)
+    pipeline = IngestPipeline(
+        normaliser=Normaliser(keep_original=settings.keep_original, department=department),
+        dead_letters=dead_letters,
+        log_format=get_format(format_name) if format_name else None,
+        context=ParseContext(timezone=ZoneInfo(settings.timezone)),
+    )
+    writer = BulkWriter(
+        store.client,
+        store,
+        dead_letters,
+        max_documents=settings.bulk_max_documents,
+        max_bytes=settings.bulk_max_bytes,
+        max_retries=settings.bulk_max_retries,
+        backoff_seconds=settings.bulk_backoff_seconds,
+    )
+    return pipeline.run(records, writer), dead_letters

@@ -1,0 +1,384 @@
+"""The `lianfang` command: people get tables and progress, scripts get --json and exit codes.
+
+Exit codes: 0 success; 1 finished, but some input was dead-lettered; 2 usage error;
+3 Elasticsearch unavailable or could not be provisioned.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from lianfang import local_node
+from lianfang.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+console = Console(stderr=True)
+
+
+def emit(data: Any, as_json: bool, table: Table | str | None = None) -> None:
+    """Print JSON for scripts or a table/text for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    elif table is not None:
+        Console().print(table)
+
+
+def fail(message: str, code: int) -> None:
+    """Print an error for people and exit with a meaningful code."""
+    console.print(f"[red]error:[/red] {message}")
+    sys.exit(code)
+
+
+@click.group()
+@click.pass_context
+def main(context: click.Context) -> None:
+    """Lianfang (联防): security situational awareness and threat sharing."""
+    context.obj = load_settings()
+
+
+# ------------------------------------------------------------------ es
+
+
+@main.group()
+def es() -> None:
+    """Manage the local Elasticsearch node (or report on the configured cluster)."""
+
+
+@es.command("start")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def es_start(settings: Settings, as_json: bool) -> None:
+    """Fetch, unpack and start the local node; a no-op if it already runs."""
+    try:
+        state, started = local_node.start(settings, log=lambda text: console.print(text))
+    except local_node.ExternalClusterConfigured as error:
+        emit({"started": False, "external": True, "url": settings.es_url}, as_json)
+        if not as_json:
+            console.print(str(error))
+        return
+    except local_node.ProvisioningError as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    report = {"started": started, "pid": state.pid, "url": state.url, "version": state.version}
+    emit(report, as_json)
+    if not as_json:
+        verb = "started" if started else "already running"
+        console.print(f"Elasticsearch {state.version} {verb} at {state.url} (pid {state.pid})")
+
+
+@es.command("stop")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def es_stop(settings: Settings, as_json: bool) -> None:
+    """Stop the local node started by `es start` (by its pid file, never by name)."""
+    try:
+        stopped = local_node.stop(settings)
+    except local_node.ExternalClusterConfigured as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    emit({"stopped": stopped}, as_json)
+    if not as_json:
+        console.print("stopped" if stopped else "no local node was running")
+
+
+@es.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def es_status(settings: Settings, as_json: bool) -> None:
+    """Is the node running, where, and how healthy. Exit 3 when it is not running."""
+    report = local_node.status(settings)
+    if report["mode"] == "external":
+        from lianfang.store import connect
+
+        try:
+            report["health"] = dict(connect(settings).cluster.health())
+            report["running"] = True
+        except Exception as error:
+            report.update(running=False, error=str(error))
+    if as_json:
+        emit(report, True)
+    else:
+        table = Table(show_header=False)
+        for key, value in report.items():
+            table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+        Console().print(table)
+    if not report.get("running"):
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+@es.command("retention")
+@click.option("--days", type=click.IntRange(min=0), required=True, help="keep this many days")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def es_retention(settings: Settings, days: int, as_json: bool) -> None:
+    """Delete whole daily event indices older than --days (the core node has no ILM)."""
+    from lianfang.store import EventStore, StoreUnavailable
+
+    try:
+        deleted = EventStore.from_settings(settings).delete_older_than(days)
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    emit({"deleted": deleted}, as_json)
+    if not as_json:
+        console.print(f"deleted {len(deleted)} indices" + "".join(f"\n  {n}" for n in deleted))
+
+
+# ------------------------------------------------------------------ ingest
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "format_name", help="log format (default: detected per file)")
+@click.option("--department", help="organization.id of the sending department")
+@click.option("--department-name", help="organization.name of the sending department")
+@click.option("--sector", help="labels.sector (critical sector) of the sending department")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def ingest(
+    settings: Settings,
+    paths: tuple[Path, ...],
+    format_name: str | None,
+    department: str | None,
+    department_name: str | None,
+    sector: str | None,
+    as_json: bool,
+) -> None:
+    """Read log files (or - for stdin), normalise them to ECS and index them."""
+    from collectors.file_ingest import STDIN, file_records, ingest_records
+    from collectors.formats import UnknownFormat
+    from collectors.normalise import Department
+    from lianfang.bulk_writer import BulkDeliveryError
+    from lianfang.store import EventStore, StoreUnavailable
+
+    files = [p for p in paths if p == STDIN or p.is_file()]
+    missing = [str(p) for p in paths if p != STDIN and not p.is_file()]
+    if missing:
+        fail(f"no such file: {', '.join(missing)}", EXIT_USAGE)
+    try:
+        store = EventStore.from_settings(settings)
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    owner = Department(department, department_name, sector) if department else None
+    total_bytes = sum(p.stat().st_size for p in files if p != STDIN)
+    results: list[dict[str, Any]] = []
+    exit_code = EXIT_OK
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("ingesting", total=total_bytes or None)
+        for path in files:
+            records = file_records(path, lambda n: progress.advance(task, n))
+            try:
+                report, dead_letters = ingest_records(
+                    records,
+                    settings=settings,
+                    store=store,
+                    format_name=format_name,
+                    department=owner,
+                )
+            except UnknownFormat as error:
+                fail(str(error), EXIT_USAGE)
+                return
+            except (BulkDeliveryError, StoreUnavailable) as error:
+                fail(f"{path}: {error}", EXIT_UNAVAILABLE)
+                return
+            row = {"path": str(path), **report.as_dict()}
+            if report.dead_lettered:
+                row["dead_letter_file"] = str(dead_letters.current_path)
+                exit_code = EXIT_PARTIAL
+            results.append(row)
+    if as_json:
+        emit({"files": results}, True)
+    else:
+        table = Table("file", "read", "indexed", "duplicates", "dead-lettered", "events/s")
+        for row in results:
+            table.add_row(
+                row["path"],
+                str(row["read"]),
+                str(row["indexed"]),
+                str(row["duplicates"]),
+                str(row["dead_lettered"]),
+                f"{row['events_per_second']:,.0f}",
+            )
+        Console().print(table)
+        for row in results:
+            if "dead_letter_file" in row:
+                console.print(f"dead letters of {row['path']}: {row['dead_letter_file']}")
+    sys.exit(exit_code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def formats(as_json: bool) -> None:
+    """List the log formats the collectors read."""
+    from collectors.formats import available_formats
+
+    found = available_formats()
+    table = Table("format", "description")
+    for name, log_format in found.items():
+        table.add_row(name, log_format.description)
+    emit({name: f.description for name, f in found.items()}, as_json, table)
+
+
+# ------------------------------------------------------------------ serve
+
+
+@main.command()
+@click.option("--host", help="listen address (default: settings api_host)")
+@click.option("--port", type=int, help="listen port (default: settings api_port)")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve the API (and dashboard) until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+
+    host = host or settings.api_host
+    port = port or settings.api_port
+    console.print(f"API on http://{host}:{port}/  (OpenAPI docs: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+# ------------------------------------------------------------------ demo
+
+
+@main.group()
+def demo() -> None:
+    """The reproducible multi-department demo day."""
+
+
+@demo.command("generate")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(".lianfang/demo"))
+@click.option("--seed", type=int, help="random seed (default: settings demo_seed)")
+@click.option("--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)")
+@click.option("--scale", type=float, default=1.0, help="multiplies the normal background volume")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def demo_generate(
+    settings: Settings,
+    out_dir: Path,
+    seed: int | None,
+    day: str | None,
+    scale: float,
+    as_json: bool,
+) -> None:
+    """Write the demo day's log files and its ground truth (truth.json)."""
+    from datetime import date
+
+    from collectors.demo_day import DemoSpec, generate_demo_day
+
+    try:
+        spec = DemoSpec(
+            seed=settings.demo_seed if seed is None else seed,
+            day=date.fromisoformat(day) if day else None,
+            scale=scale,
+        )
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    manifest = generate_demo_day(spec, out_dir)
+    emit(manifest, as_json)
+    if not as_json:
+        table = Table("file", "department", "format", "lines")
+        for item in manifest["files"]:
+            table.add_row(item["path"], item["department"], item["format"], str(item["lines"]))
+        Console().print(table)
+        console.print(f"{manifest['events']} events, {len(manifest['stories'])} attack stories")
+
+
+@demo.command("load")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(".lianfang/demo"))
+@click.option("--seed", type=int, help="random seed (default: settings demo_seed)")
+@click.option("--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)")
+@click.option("--scale", type=float, default=1.0)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def demo_load(
+    settings: Settings,
+    out_dir: Path,
+    seed: int | None,
+    day: str | None,
+    scale: float,
+    as_json: bool,
+) -> None:
+    """Generate the demo day and ingest every file under its department."""
+    import time
+    from datetime import date
+
+    from collectors.demo_day import DemoSpec, generate_demo_day
+    from collectors.file_ingest import file_records, ingest_records
+    from collectors.normalise import Department
+    from lianfang.bulk_writer import BulkDeliveryError
+    from lianfang.store import EventStore, StoreUnavailable
+
+    spec = DemoSpec(
+        seed=settings.demo_seed if seed is None else seed,
+        day=date.fromisoformat(day) if day else None,
+        scale=scale,
+    )
+    manifest = generate_demo_day(spec, out_dir)
+    try:
+        store = EventStore.from_settings(settings)
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    departments = {d["id"]: d for d in manifest["departments"]}
+    started = time.perf_counter()
+    totals = {"read": 0, "indexed": 0, "duplicates": 0, "dead_lettered": 0}
+    for item in manifest["files"]:
+        info = departments[item["department"]]
+        owner = Department(info["id"], info["name"], info["sector"])
+        try:
+            report, _ = ingest_records(
+                file_records(Path(item["path"])),
+                settings=settings,
+                store=store,
+                format_name=item["format"],
+                department=owner,
+            )
+        except (BulkDeliveryError, StoreUnavailable) as error:
+            fail(f"{item['path']}: {error}", EXIT_UNAVAILABLE)
+            return
+        for key in totals:
+            totals[key] += getattr(report, key)
+    store.refresh()
+    seconds = time.perf_counter() - started
+    summary = {
+        **totals,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(totals["read"] / seconds, 1) if seconds else 0.0,
+        "day": manifest["day"],
+        "stories": [story["id"] for story in manifest["stories"]],
+        "truth": str(out_dir / "truth.json"),
+    }
+    emit(summary, as_json)
+    if not as_json:
+        console.print(
+            f"demo day {manifest['day']}: {totals['indexed']:,} events indexed "
+            f"({totals['duplicates']:,} already present, {totals['dead_lettered']} dead-lettered) "
+            f"in {seconds:.1f} s = {summary['events_per_second']:,.0f} events/s"
+        )
+    sys.exit(EXIT_PARTIAL if totals["dead_lettered"] else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

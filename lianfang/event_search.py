@@ -1,0 +1,158 @@
+"""Searching stored events: a typed query, its Elasticsearch body, and cursor paging.
+
+Paging uses `search_after` on (@timestamp, event.id), both always present, so pages are
+stable and never skip or repeat an event even when many share one timestamp.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from lianfang.schema import ECS_FIELDS, FILTERABLE_FIELDS, format_timestamp
+
+# Free text is matched with simple_query_string (no query syntax injection) on these.
+TEXT_FIELDS = ("message", "event.original", "process.command_line", "db.statement")
+
+
+class InvalidQuery(ValueError):
+    """A query parameter that cannot be honoured; carries the parameter and the value."""
+
+    def __init__(self, parameter: str, value: object, reason: str) -> None:
+        super().__init__(f"{parameter}={value!r}: {reason}")
+        self.parameter = parameter
+        self.value = value
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FieldFilter:
+    """`field:value`: the event's field must equal the value."""
+
+    field: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> FieldFilter:
+        """Read `field:value`; the field must be one of the schema's filterable fields."""
+        name, separator, value = text.partition(":")
+        if not separator or not name or not value:
+            raise InvalidQuery("filter", text, "expected field:value")
+        if name not in FILTERABLE_FIELDS:
+            raise InvalidQuery("filter", text, f"{name} is not a filterable field")
+        return cls(name, value)
+
+    def clause(self) -> dict[str, Any]:
+        """The term query for this filter."""
+        return {"term": {self.field: self.value}}
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """What an analyst asks for: a time range, exact filters, free text, a page."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    filters: tuple[FieldFilter, ...] = ()
+    text: str | None = None
+    size: int = 100
+    cursor: str | None = None
+    newest_first: bool = True
+    # Restricts every query to these departments (None: all); set by the access layer.
+    organization_ids: tuple[str, ...] | None = None
+    extra_clauses: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+def encode_cursor(sort_values: list[Any]) -> str:
+    """An opaque cursor for the page after the hit with these sort values."""
+    return base64.urlsafe_b64encode(json.dumps(sort_values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    """The sort values inside a cursor made by `encode_cursor`."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error) as error:
+        raise InvalidQuery("cursor", cursor, "not a cursor returned by this API") from error
+    if not isinstance(values, list) or len(values) != 2:
+        raise InvalidQuery("cursor", cursor, "not a cursor returned by this API")
+    return values
+
+
+def build_search_body(query: EventQuery) -> dict[str, Any]:
+    """The Elasticsearch search body for a query (pure; tested without a cluster)."""
+    if query.start and query.end and query.start > query.end:
+        raise InvalidQuery("start", query.start.isoformat(), "start is after end")
+    clauses: list[dict[str, Any]] = [f.clause() for f in query.filters]
+    clauses.extend(query.extra_clauses)
+    if query.start or query.end:
+        bounds: dict[str, str] = {}
+        if query.start:
+            bounds["gte"] = format_timestamp(query.start)
+        if query.end:
+            bounds["lt"] = format_timestamp(query.end)
+        clauses.append({"range": {"@timestamp": bounds}})
+    if query.organization_ids is not None:
+        clauses.append({"terms": {"organization.id": list(query.organization_ids)}})
+    must: list[dict[str, Any]] = []
+    if query.text:
+        must.append(
+            {
+                "simple_query_string": {
+                    "query": query.text,
+                    "fields": list(TEXT_FIELDS),
+                    "default_operator": "and",
+                    "lenient": True,
+                }
+            }
+        )
+    order = "desc" if query.newest_first else "asc"
+    body: dict[str, Any] = {
+        "size": query.size,
+        "query": {"bool": {"filter": clauses, "must": must}},
+        "sort": [
+            {"@timestamp": {"order": order, "format": "strict_date_optional_time_nanos"}},
+            {"event.id": {"order": order}},
+        ],
+        "track_total_hits": 10000,
+    }
+    if query.cursor:
+        body["search_after"] = decode_cursor(query.cursor)
+    return body
+
+
+@dataclass
+class EventPage:
+    """One page of events with the cursor for the next page (None at the end)."""
+
+    events: list[dict[str, Any]]
+    total: int
+    total_is_exact: bool
+    next_cursor: str | None
+
+
+def search_events(client: Elasticsearch, index: str, query: EventQuery) -> EventPage:
+    """Run a query against the events alias."""
+    body = build_search_body(query)
+    response = client.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
+    hits = response["hits"]["hits"]
+    total = response["hits"]["total"]
+    next_cursor = encode_cursor(hits[-1]["sort"]) if len(hits) == query.size and hits else None
+    return EventPage(
+        events=[hit["_source"] for hit in hits],
+        total=total["value"],
+        total_is_exact=total["relation"] == "eq",
+        next_cursor=next_cursor,
+    )
+
+
+def known_field(name: str) -> bool:
+    """True for fields with an explicit mapping in the schema."""
+    return name in ECS_FIELDS

@@ -1,0 +1,75 @@
+"""Shared fixtures: the real Elasticsearch node for the session, a private index prefix per test.
+
+When LIANFANG_ES_URL is set, that cluster is used. Otherwise the local node is started
+if it is not running, and stopped at the end if this session started it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from elasticsearch import Elasticsearch, NotFoundError
+
+from lianfang import local_node
+from lianfang.settings import Settings, load_settings
+from lianfang.store import EventStore, IndexNames, connect
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """The URL of the Elasticsearch the integration tests use."""
+    settings = load_settings()
+    if settings.es_url:
+        yield settings.es_url
+        return
+    state, started = local_node.start(settings, log=lambda _: None)
+    try:
+        yield state.url
+    finally:
+        if started:
+            local_node.stop(settings)
+
+
+@pytest.fixture
+def settings(cluster_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test cluster, with a private index prefix and home directory."""
+    prefix = f"lftest-{uuid.uuid4().hex[:10]}"
+    return load_settings(es_url=cluster_url, index_prefix=prefix, home_dir=tmp_path / "home")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Elasticsearch]:
+    """A client for the test cluster; deletes this test's indices and templates afterwards."""
+    es = connect(settings)
+    try:
+        yield es
+    finally:
+        prefix = settings.index_prefix
+        indices = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
+        if indices:
+            es.indices.delete(index=",".join(indices))
+        try:
+            templates = es.indices.get_index_template(name=f"{prefix}-*")["index_templates"]
+        except NotFoundError:
+            templates = []
+        for template in templates:
+            es.indices.delete_index_template(name=template["name"])
+        es.close()
+
+
+@pytest.fixture
+def store(client: Elasticsearch, settings: Settings) -> EventStore:
+    """An EventStore with this test's private prefix."""
+    return EventStore(client, IndexNames(settings.index_prefix))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the cluster are marked `integration` automatically."""
+    for item in items:
+        if "cluster_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
