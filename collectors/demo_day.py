@@ -519,7 +519,7 @@ def generate_demo_day(spec: DemoSpec, out_dir: Path) -> dict[str, Any]:
     formats = {"syslog": "syslog", "json": "json"}
     files = [
         {
-            "path": str(out_dir / department / _Writers.FILE_NAMES[kind]),
+            "path": f"{department}/{_Writers.FILE_NAMES[kind]}",  # relative to out_dir
             "department": department,
             "format": formats[kind],
             "lines": count,

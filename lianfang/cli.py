@@ -349,7 +349,7 @@ def demo_load(
         owner = Department(info["id"], info["name"], info["sector"])
         try:
             report, _ = ingest_records(
-                file_records(Path(item["path"])),
+                file_records(out_dir / item["path"]),
                 settings=settings,
                 store=store,
                 format_name=item["format"],

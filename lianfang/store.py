@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, TransportError
 from elasticsearch import NotFoundError as ElasticsearchNotFound
 
 from lianfang import local_node
@@ -161,15 +161,18 @@ class EventStore:
     def install_templates(self) -> bool:
         """Install or upgrade the events template; returns True when it was (re)written."""
         try:
-            current = self.client.indices.get_index_template(name=self.names.events_template)
-            templates = current.get("index_templates", [])
-            if templates and templates[0]["index_template"].get("version") == TEMPLATE_VERSION:
-                return False
-        except ElasticsearchNotFound:
-            pass
-        self.client.indices.put_index_template(
-            name=self.names.events_template, **events_template_body(self.names)
-        )
+            try:
+                current = self.client.indices.get_index_template(name=self.names.events_template)
+                templates = current.get("index_templates", [])
+                if templates and templates[0]["index_template"].get("version") == TEMPLATE_VERSION:
+                    return False
+            except ElasticsearchNotFound:
+                pass
+            self.client.indices.put_index_template(
+                name=self.names.events_template, **events_template_body(self.names)
+            )
+        except TransportError as error:
+            raise StoreUnavailable(f"Elasticsearch is not reachable: {error}") from error
         return True
 
     def index_for(self, moment: datetime) -> str:
@@ -200,6 +203,18 @@ class EventStore:
     def refresh(self) -> None:
         """Make everything written so far searchable (tests and the demo use it)."""
         self.client.indices.refresh(index=self.names.events_pattern, allow_no_indices=True)
+
+    def server_version(self) -> tuple[str, str]:
+        """Cluster name and Elasticsearch version.
+
+        Read from the nodes info API because `GET /` lives in the rest-root module, which
+        the core-only distribution does not ship.
+        """
+        info = self.client.nodes.info(
+            node_id="_local", metric="_none", filter_path="cluster_name,nodes.*.version"
+        )
+        versions = sorted({node["version"] for node in info.get("nodes", {}).values()})
+        return info["cluster_name"], ",".join(versions)
 
     def counts_by_index(self) -> dict[str, int]:
         """Document count per index of this deployment."""

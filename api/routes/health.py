@@ -26,7 +26,7 @@ class Health(BaseModel):
 def health(app: Annotated[AppServices, Depends(services)]) -> Any:
     """Elasticsearch status, version and document counts per index."""
     try:
-        info = app.client.info()
+        cluster_name, version = app.store.server_version()
         cluster = app.client.cluster.health()
         counts = app.store.counts_by_index()
     except (TransportError, ApiError) as error:
@@ -40,8 +40,8 @@ def health(app: Annotated[AppServices, Depends(services)]) -> Any:
     return Health(
         status=status,
         elasticsearch={
-            "cluster_name": info["cluster_name"],
-            "version": info["version"]["number"],
+            "cluster_name": cluster_name,
+            "version": version,
             "status": cluster["status"],
             "nodes": cluster["number_of_nodes"],
         },

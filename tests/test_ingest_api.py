@@ -1,0 +1,135 @@
+"""Ingest → API against the real node: filters, paging, time bounds, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from collectors.demo_day import DemoSpec, generate_demo_day
+from collectors.file_ingest import file_records, ingest_records
+from collectors.normalise import Department
+from lianfang.schema import parse_timestamp
+from lianfang.settings import Settings
+from lianfang.store import EventStore
+
+DEMO_DAY = date(2026, 11, 28)
+
+
+@pytest.fixture
+def loaded(store: EventStore, settings: Settings, tmp_path: Path) -> dict:
+    """A small demo day (scale 0.05) ingested under its departments."""
+    manifest = generate_demo_day(DemoSpec(seed=7, day=DEMO_DAY, scale=0.05), tmp_path / "demo")
+    departments = {d["id"]: d for d in manifest["departments"]}
+    for item in manifest["files"]:
+        info = departments[item["department"]]
+        report, _ = ingest_records(
+            file_records(tmp_path / "demo" / item["path"]),
+            settings=settings,
+            store=store,
+            format_name=item["format"],
+            department=Department(info["id"], info["name"], info["sector"]),
+        )
+        assert report.parse_failed == 0
+        assert report.indexed == item["lines"]
+    store.refresh()
+    return manifest
+
+
+@pytest.fixture
+def api(settings: Settings, loaded: dict) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_health_reports_version_and_counts(
+    api: TestClient, loaded: dict, settings: Settings
+) -> None:
+    body = api.get("/api/v1/health").json()
+    assert body["status"] == "ok", body
+    assert body["elasticsearch"]["version"].startswith(("9.", "8."))
+    assert sum(body["indices"].values()) == loaded["events"]
+
+
+def test_filter_by_field_and_department(api: TestClient) -> None:
+    response = api.get(
+        "/api/v1/events",
+        params=[
+            ("filter", "source.ip:203.0.113.77"),
+            ("filter", "organization.id:gov-cloud"),
+            ("size", 1000),
+        ],
+    )
+    assert response.status_code == 200
+    events = response.json()["events"]
+    assert len(events) == 321  # 320 failed passwords and the successful login
+    assert all(e["source"]["ip"] == "203.0.113.77" for e in events)
+    assert all(e["labels"]["sector"] == "government" for e in events)
+    outcomes = {e["event"]["outcome"] for e in events}
+    assert outcomes == {"failure", "success"}
+
+
+def test_paging_is_complete_and_never_repeats(api: TestClient) -> None:
+    params: dict[str, object] = {"filter": "organization.id:energy", "size": 137}
+    seen: list[str] = []
+    total = None
+    while True:
+        body = api.get("/api/v1/events", params=params).json()
+        total = body["total"]
+        seen.extend(e["event"]["id"] for e in body["events"])
+        if body["next_cursor"] is None:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert len(seen) == len(set(seen)) == total
+    assert total > 1024  # the port scan alone is 1024 events
+
+
+def test_time_bounds_are_inclusive_start_exclusive_end(api: TestClient) -> None:
+    start, end = "2026-11-28T03:00:00Z", "2026-11-28T04:00:00Z"
+    body = api.get(
+        "/api/v1/events", params={"start": start, "end": end, "size": 1000, "order": "oldest"}
+    ).json()
+    stamps = [parse_timestamp(e["@timestamp"]) for e in body["events"]]
+    assert stamps and stamps == sorted(stamps)
+    assert all(parse_timestamp(start) <= s < parse_timestamp(end) for s in stamps)
+
+
+def test_free_text_search_on_the_message(api: TestClient) -> None:
+    body = api.get(
+        "/api/v1/events",
+        params={"q": "Accepted password admin", "filter": "organization.id:gov-cloud"},
+    ).json()
+    assert any(e["source"]["ip"] == "203.0.113.77" for e in body["events"])
+    assert all("Accepted" in e["message"] for e in body["events"])
+
+
+@pytest.mark.parametrize(
+    ("params", "location"),
+    [
+        ({"size": 0}, ["query", "size"]),
+        ({"size": 100000}, ["query", "size"]),
+        ({"start": "yesterday"}, ["query", "start"]),
+        ({"start": "2026-11-28T00:00:00"}, ["query", "start"]),  # no zone
+        ({"filter": "no-colon"}, ["query", "filter"]),
+        ({"filter": "secret.field:x"}, ["query", "filter"]),
+        ({"cursor": "%%%"}, ["query", "cursor"]),
+        ({"start": "2026-11-29T00:00:00Z", "end": "2026-11-28T00:00:00Z"}, ["query", "start"]),
+    ],
+)
+def test_bad_parameters_give_422_json(api: TestClient, params: dict, location: list[str]) -> None:
+    response = api.get("/api/v1/events", params=params)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["status"] == 422
+    assert error["code"] in ("invalid_request", "invalid_query")
+    assert any(detail["location"] == location for detail in error["details"]), error
+
+
+def test_unknown_route_is_a_json_404(api: TestClient) -> None:
+    response = api.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
