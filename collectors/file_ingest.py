@@ -66,5 +66,9 @@ def ingest_records(
         max_bytes=settings.bulk_max_bytes,
         max_retries=settings.bulk_max_retries,
         backoff_seconds=settings.bulk_backoff_seconds,
+        pipelined=True,
     )
-    return pipeline.run(records, writer), dead_letters
+    try:
+        return pipeline.run(records, writer), dead_letters
+    finally:
+        writer.close()

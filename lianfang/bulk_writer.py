@@ -5,16 +5,23 @@ sent again after a timeout or a crash never creates a duplicate (Elasticsearch a
 for the copy, counted as `duplicates`). Items Elasticsearch is too busy for (429, 5xx) are
 retried with exponential backoff; items the mapping rejects go to the dead-letter file
 while the rest of the batch is indexed.
+
+With `pipelined=True` one batch is sent by a background thread while the caller prepares
+the next, so parsing and indexing overlap; a delivery failure is raised on the caller's
+next `add` or `flush`, carrying every event that was not stored.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from lianfang.dead_letter import DeadLetterFile
@@ -22,6 +29,16 @@ from lianfang.schema import Event
 from lianfang.store import EventStore
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def serialise_document(document: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; orjson for speed, the standard library for what orjson refuses."""
+    try:
+        return orjson.dumps(document, default=str)
+    except (orjson.JSONEncodeError, TypeError):
+        # Integers beyond 64 bits, non-string keys, lone surrogates: slower but complete.
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str)
+        return text.encode("utf-8", "replace")
 
 
 class BulkDeliveryError(RuntimeError):
@@ -75,6 +92,7 @@ class BulkWriter:
         max_retries: int = 6,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        pipelined: bool = False,
     ) -> None:
         self.client = client
         self.store = store
@@ -87,25 +105,28 @@ class BulkWriter:
         self.report = BulkReport()
         self._batch: list[_Pending] = []
         self._batch_bytes = 0
+        # Pipelined mode overlaps parsing (caller's thread) with one bulk request in flight.
+        self.pipelined = pipelined
+        self._queue: queue.Queue[list[_Pending] | None] = queue.Queue(maxsize=1)
+        self._sender: threading.Thread | None = None
+        self._failure: BulkDeliveryError | None = None
 
     def add(self, event: Event) -> None:
         """Queue one event; sends a batch when the count or byte bound is reached."""
         try:
             index = self.store.index_for(event.timestamp)
-            source = json.dumps(
-                event.document, ensure_ascii=False, separators=(",", ":"), default=str
-            ).encode("utf-8", "surrogateescape")
+            source = serialise_document(event.document)
         except (KeyError, ValueError, TypeError) as error:
             self._dead_letter(event, f"unserialisable event: {error}")
             return
         action = json.dumps({"create": {"_index": index, "_id": event.id}}).encode()
         pending = _Pending(event, action, source)
         if self._batch and self._batch_bytes + pending.size > self.max_bytes:
-            self.flush()
+            self._dispatch()
         self._batch.append(pending)
         self._batch_bytes += pending.size
         if len(self._batch) >= self.max_documents:
-            self.flush()
+            self._dispatch()
 
     def add_all(self, events: Iterable[Event]) -> BulkReport:
         """Queue many events and flush at the end."""
@@ -115,7 +136,61 @@ class BulkWriter:
 
     def flush(self) -> BulkReport:
         """Send what is queued; returns only once every item is stored or dead-lettered."""
+        self._dispatch()
+        if self._sender is not None:
+            self._queue.join()
+        self._raise_sender_failure()
+        return self.report
+
+    def _dispatch(self) -> None:
+        """Hand the current batch to the sender thread (pipelined) or send it now."""
         batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._raise_sender_failure()
+        if not batch:
+            return
+        if not self.pipelined:
+            self._deliver(batch)
+            return
+        if self._sender is None:
+            self._sender = threading.Thread(
+                target=self._sender_loop, name="bulk-sender", daemon=True
+            )
+            self._sender.start()
+        # A bounded queue: the producer waits while one batch is in flight and one is waiting.
+        self._queue.put(batch)
+
+    def _sender_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:  # close() asks the thread to end
+                self._queue.task_done()
+                return
+            try:
+                if self._failure is not None:
+                    # After a failure nothing more is sent; the events travel with the error.
+                    self._failure.pending.extend(p.event for p in batch)
+                else:
+                    self._deliver(batch)
+            except BulkDeliveryError as error:
+                self._failure = error
+            except Exception as error:  # keep the events whatever went wrong
+                self._failure = BulkDeliveryError(
+                    f"bulk sender failed: {error}", [p.event for p in batch]
+                )
+            finally:
+                self._queue.task_done()
+
+    def _raise_sender_failure(self) -> None:
+        if self._failure is not None:
+            if self._sender is not None:
+                self._queue.join()
+            failure, self._failure = self._failure, None
+            failure.pending.extend(p.event for p in self._batch)
+            self._batch, self._batch_bytes = [], 0
+            raise failure
+
+    def _deliver(self, batch: list[_Pending]) -> None:
+        """Send one batch with retries; every item ends stored, duplicate or dead-lettered."""
         attempt = 0
         while batch:
             try:
@@ -140,7 +215,6 @@ class BulkWriter:
                 self.report.retries += 1
                 self.sleep(self.backoff_seconds * (2**attempt))
                 attempt += 1
-        return self.report
 
     def _send(self, batch: list[_Pending]) -> list[_Pending]:
         """Send one bulk request; returns the items to retry."""
@@ -180,8 +254,14 @@ class BulkWriter:
         self.report.reasons[kind] = self.report.reasons.get(kind, 0) + 1
 
     def close(self) -> BulkReport:
-        """Flush what remains."""
-        return self.flush()
+        """Flush what remains and end the sender thread."""
+        try:
+            return self.flush()
+        finally:
+            if self._sender is not None:
+                self._queue.put(None)
+                self._sender.join()
+                self._sender = None
 
     def __enter__(self) -> BulkWriter:
         return self

@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from lianfang.schema import format_timestamp, nest_dotted_keys
 
@@ -27,18 +29,13 @@ def sniff(record: Record) -> bool:
 
 def parse(record: Record, context: ParseContext) -> dict[str, Any]:
     """One JSON object to ECS."""
-    if isinstance(record, str):
-        try:
-            value = json.loads(record.lstrip("\ufeff"))
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise ParseError(f"invalid JSON: {error}", record) from error
-    else:
-        value = record
+    value = decode_json(record) if isinstance(record, str) else record
     if not isinstance(value, dict):
         raise ParseError(f"expected a JSON object, got {type(value).__name__}", record)
-    if _depth(value) > MAX_DEPTH:
+    depth, dotted = _shape(value)
+    if depth > MAX_DEPTH:
         raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels", record)
-    document = nest_dotted_keys(value)
+    document = nest_dotted_keys(value) if dotted else value
     document["@timestamp"] = _timestamp(document, context)
     for alias in TIMESTAMP_FIELDS[1:]:
         if alias in document and not isinstance(document[alias], dict):
@@ -56,14 +53,38 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
     return document
 
 
-def _depth(value: Any, level: int = 0) -> int:
+def decode_json(text: str) -> Any:
+    """Decode a JSON text fast (orjson), with the standard library's message on failure."""
+    text = text.lstrip("\ufeff")
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the standard library also reads integers beyond 64 bits, and words errors well
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ParseError(f"invalid JSON: {error}", text) from error
+
+
+def _shape(value: Any, level: int = 1) -> tuple[int, bool]:
+    """Nesting depth (stopping past MAX_DEPTH) and whether any key is dotted, in one walk."""
+    deepest, dotted = level, False
     if level > MAX_DEPTH:
-        return level
+        return level, dotted
+    children: Any
     if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+        dotted = any("." in key for key in value if key != "@timestamp")
+        children = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return level - 1, False
+    for child in children:
+        if isinstance(child, dict | list):
+            child_depth, child_dotted = _shape(child, level + 1)
+            deepest = max(deepest, child_depth)
+            dotted = dotted or child_dotted
+    return deepest, dotted
 
 
 def _timestamp(document: dict[str, Any], context: ParseContext) -> str:
