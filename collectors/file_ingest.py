@@ -11,6 +11,7 @@ from collectors.formats import get_format
 from collectors.inputs.text_lines import read_file_lines, read_lines
 from collectors.log_format import ParseContext, Record
 from collectors.normalise import Department, Normaliser
+from collectors.parquet_archive import ParquetArchive, read_archive_records
 from collectors.pipeline import IngestPipeline, IngestReport
 from lianfang.bulk_writer import BulkWriter
 from lianfang.dead_letter import DeadLetterFile
@@ -25,10 +26,16 @@ STDIN = Path("-")
 def file_records(
     path: Path, progress: ProgressCallback | None = None
 ) -> Iterator[tuple[Record, Origin]]:
-    """The records of one file (or stdin for `-`), each with its origin; reports bytes read."""
+    """The records of a file, a Parquet archive file or folder, or stdin (`-`), with origins."""
     if path == STDIN:
         for line in read_lines(sys.stdin.buffer):
             yield line.text, Origin("stdin", line.offset)
+        return
+    if path.suffix == ".parquet" or path.is_dir():
+        for document, origin in read_archive_records(path):
+            if progress is not None:
+                progress(0)
+            yield document, origin
         return
     source = str(path.resolve())
     last = 0
@@ -48,6 +55,7 @@ def ingest_records(
     store: EventStore,
     format_name: str | None = None,
     department: Department | None = None,
+    archive: ParquetArchive | None = None,
 ) -> tuple[IngestReport, DeadLetterFile]:
     """Parse, normalise and bulk-write records; returns the counters and the dead-letter file."""
     store.install_templates()
@@ -69,6 +77,6 @@ def ingest_records(
         pipelined=True,
     )
     try:
-        return pipeline.run(records, writer), dead_letters
+        return pipeline.run(records, writer, archive), dead_letters
     finally:
         writer.close()

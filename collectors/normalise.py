@@ -45,10 +45,11 @@ class Normaliser:
         event = document.setdefault("event", {})
         event.setdefault("kind", "event")
         event["ingested"] = format_timestamp(received)
-        if self.keep_original and original is not None:
-            event["original"] = original
-        else:
+        if not self.keep_original:
             event.pop("original", None)
+        elif original is not None:
+            event["original"] = original
+        # A decoded record (EVTX, Parquet) keeps the event.original it already carries.
         document.setdefault("ecs", {})["version"] = ECS_VERSION
         self._check_time(document, received)
         if self.department is not None:

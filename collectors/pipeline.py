@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from collectors.formats import UnknownFormat, detect_format
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from collectors.normalise import Normaliser
+from collectors.parquet_archive import ParquetArchive
 from lianfang.bulk_writer import BulkWriter
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.schema import Event, Origin
@@ -137,11 +138,18 @@ class IngestPipeline:
             stage="parse", source=origin.source, offset=origin.offset, reason=reason, input=record
         )
 
-    def run(self, records: Iterable[tuple[Record, Origin]], writer: BulkWriter) -> IngestReport:
-        """Ingest everything into the writer and flush it; fills and returns the report."""
+    def run(
+        self,
+        records: Iterable[tuple[Record, Origin]],
+        writer: BulkWriter,
+        archive: ParquetArchive | None = None,
+    ) -> IngestReport:
+        """Ingest everything into the writer (and the archive, which the caller closes)."""
         started = time.perf_counter()
         for event in self.events(records):
             writer.add(event)
+            if archive is not None:
+                archive.add(event)
         writer.flush()
         self.report.indexed = writer.report.indexed
         self.report.duplicates = writer.report.duplicates

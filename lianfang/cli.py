@@ -145,6 +145,12 @@ def es_retention(settings: Settings, days: int, as_json: bool) -> None:
 @click.option("--department", help="organization.id of the sending department")
 @click.option("--department-name", help="organization.name of the sending department")
 @click.option("--sector", help="labels.sector (critical sector) of the sending department")
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(path_type=Path),
+    help="also write the normalised events to this Parquet archive folder",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def ingest(
@@ -154,17 +160,19 @@ def ingest(
     department: str | None,
     department_name: str | None,
     sector: str | None,
+    archive_dir: Path | None,
     as_json: bool,
 ) -> None:
-    """Read log files (or - for stdin), normalise them to ECS and index them."""
+    """Read log files, Parquet archives or stdin (-), normalise them to ECS and index them."""
     from collectors.file_ingest import STDIN, file_records, ingest_records
     from collectors.formats import UnknownFormat
     from collectors.normalise import Department
+    from collectors.parquet_archive import ParquetArchive
     from lianfang.bulk_writer import BulkDeliveryError
     from lianfang.store import EventStore, StoreUnavailable
 
-    files = [p for p in paths if p == STDIN or p.is_file()]
-    missing = [str(p) for p in paths if p != STDIN and not p.is_file()]
+    files = [p for p in paths if p == STDIN or p.exists()]
+    missing = [str(p) for p in paths if p != STDIN and not p.exists()]
     if missing:
         fail(f"no such file: {', '.join(missing)}", EXIT_USAGE)
     try:
@@ -173,7 +181,8 @@ def ingest(
         fail(str(error), EXIT_UNAVAILABLE)
         return
     owner = Department(department, department_name, sector) if department else None
-    total_bytes = sum(p.stat().st_size for p in files if p != STDIN)
+    total_bytes = sum(p.stat().st_size for p in files if p != STDIN and p.is_file())
+    archive = ParquetArchive(archive_dir) if archive_dir else None
     results: list[dict[str, Any]] = []
     exit_code = EXIT_OK
     with Progress(
@@ -194,6 +203,7 @@ def ingest(
                     store=store,
                     format_name=format_name,
                     department=owner,
+                    archive=archive,
                 )
             except UnknownFormat as error:
                 fail(str(error), EXIT_USAGE)
@@ -206,8 +216,9 @@ def ingest(
                 row["dead_letter_file"] = str(dead_letters.current_path)
                 exit_code = EXIT_PARTIAL
             results.append(row)
+    archive_files = [str(path) for path in archive.close()] if archive else []
     if as_json:
-        emit({"files": results}, True)
+        emit({"files": results, "archive_files": archive_files}, True)
     else:
         table = Table("file", "read", "indexed", "duplicates", "dead-lettered", "events/s")
         for row in results:
@@ -237,6 +248,54 @@ def formats(as_json: bool) -> None:
     for name, log_format in found.items():
         table.add_row(name, log_format.description)
     emit({name: f.description for name, f in found.items()}, as_json, table)
+
+
+# ------------------------------------------------------------------ archive
+
+
+@main.group()
+def archive() -> None:
+    """The Parquet archive: cold retention and offline detection."""
+
+
+@archive.command("export")
+@click.option("--from", "start", required=True, help="ISO-8601 start (inclusive), with zone")
+@click.option("--to", "end", required=True, help="ISO-8601 end (exclusive), with zone")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def archive_export(settings: Settings, start: str, end: str, out_dir: Path, as_json: bool) -> None:
+    """Dump the events of [--from, --to) from Elasticsearch into hourly Parquet files."""
+    import time
+    from datetime import datetime
+
+    from collectors.archive_export import export_range
+    from collectors.parquet_archive import ParquetArchive
+    from lianfang.store import EventStore, StoreUnavailable
+
+    try:
+        window = [datetime.fromisoformat(value.replace("Z", "+00:00")) for value in (start, end)]
+    except ValueError as error:
+        fail(f"--from/--to must be ISO-8601: {error}", EXIT_USAGE)
+        return
+    if any(moment.tzinfo is None for moment in window) or window[0] >= window[1]:
+        fail("--from and --to need a zone, and --from must be before --to", EXIT_USAGE)
+    try:
+        store = EventStore.from_settings(settings)
+        began = time.perf_counter()
+        sink = ParquetArchive(out_dir)
+        count = export_range(store.client, store.names.events_alias, window[0], window[1], sink)
+        files = sink.close()
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    seconds = time.perf_counter() - began
+    report = {"events": count, "files": [str(f) for f in files], "seconds": round(seconds, 2)}
+    emit(report, as_json)
+    if not as_json:
+        console.print(
+            f"exported {count:,} events into {len(files)} files under {out_dir} in {seconds:.1f} s"
+        )
 
 
 # ------------------------------------------------------------------ serve

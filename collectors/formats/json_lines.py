@@ -48,8 +48,6 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
         document["event"] = event
     event.setdefault("kind", "event")
     event.setdefault("dataset", "json")
-    # The pipeline keeps the line it read as event.original; an incoming one is the source's.
-    event.pop("original", None)
     return document
 
 
