@@ -1,0 +1,1 @@
+"""Detection: Sigma and behavioural rules, anomaly detectors, and the alerts they raise."""
