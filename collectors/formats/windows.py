@@ -29,7 +29,13 @@ Quirks worth knowing:
 - @timestamp is System/TimeCreated, not Sysmon's UtcTime. Flat exports without a zone
   (nxlog's EventTime) are read in the configured time zone.
 - `user.id` comes from the System Security UserID only when the event data names no user,
-  so that user.id and user.name never describe two different accounts.
+  so that user.id and user.name never describe two different accounts, and never for
+  Sysmon, whose UserID is always its own service account.
+- Elastic's pipelines translate some codes to names; where Sigma rules match the raw
+  value, the raw value is kept (Sysmon's QueryStatus in `sysmon.dns.status`, PowerShell
+  4103's Payload in `powershell.file.script_block_text` as Sigma maps it).
+- Get-WinEvent's Properties carry no names, so those events get param1..N and only the
+  header-derived ECS fields; exports that include named EventData get the full mapping.
 - Record markers from `collectors.inputs.evtx_file` (damaged EVTX data) are refused with
   the damage as the reason.
 """
