@@ -44,9 +44,10 @@ AUDIT_RECORD = re.compile(
 )
 AUDIT_ANYWHERE = re.compile(r"(?:^|\s)(?:node=\S+ )?type=\S+ (?:msg=)?audit\(\d+\.\d+:\d+\):")
 # A value is double- or single-quoted, or bare; a bare value takes following words that
-# are not themselves `key=` pairs ("op=adding user id=5").
+# are not themselves `key=` pairs ("op=adding user id=5"). A key only starts where a word
+# does (the lookbehind), which keeps scanning linear on long runs of key characters.
 AUDIT_PAIR = re.compile(
-    r"(?P<key>[\w\-\[\]]+)=(?:\"(?P<double>[^\"]*)\"|'(?P<single>[^']*)'"
+    r"(?<![\w\-\[\]])(?P<key>[\w\-\[\]]+)=(?:\"(?P<double>[^\"]*)\"|'(?P<single>[^']*)'"
     r"|(?P<bare>[^\s\"']*(?: [^\s=\"']+(?=\s|$))*))"
 )
 HEX_VALUE = re.compile(r"(?:[0-9A-F]{2})+")
