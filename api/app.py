@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.authentication import FailureLimiter
 from api.dependencies import AppServices
 from api.errors import install_error_handlers
 from api.routes import events, health
+from lianfang.principals import PrincipalStore
 from lianfang.settings import Settings, load_settings
 from lianfang.store import EventStore, IndexNames, connect
 
@@ -23,7 +25,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = connect(settings)
         store = EventStore(client, IndexNames(settings.index_prefix))
         store.install_templates()
-        app.state.services = AppServices(settings=settings, client=client, store=store)
+        principals = PrincipalStore(client, settings.index_prefix)
+        principals.install()
+        app.state.services = AppServices(
+            settings=settings,
+            client=client,
+            store=store,
+            principals=principals,
+            failure_limiter=FailureLimiter(),
+        )
         try:
             yield
         finally:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from elasticsearch import Elasticsearch
 from fastapi import Request
 
+from lianfang.principals import PrincipalStore
 from lianfang.settings import Settings
 from lianfang.store import EventStore, IndexNames
 
@@ -18,6 +20,8 @@ class AppServices:
     settings: Settings
     client: Elasticsearch
     store: EventStore
+    principals: PrincipalStore
+    failure_limiter: Any
 
     @property
     def names(self) -> IndexNames:

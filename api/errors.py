@@ -26,8 +26,16 @@ def error_body(status: int, code: str, message: str, details: Any = None) -> dic
     return {"error": error}
 
 
-def _response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content=error_body(status, code, message, details))
+def _response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content=error_body(status, code, message, details), headers=headers
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -48,9 +56,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            429: "too_many_requests",
+        }
         return _response(
-            error.status_code, code.get(error.status_code, "http_error"), str(error.detail)
+            error.status_code,
+            code.get(error.status_code, "http_error"),
+            str(error.detail),
+            headers=getattr(error, "headers", None),
         )
 
     @app.exception_handler(StoreUnavailable)

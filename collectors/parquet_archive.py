@@ -26,6 +26,7 @@ UNKNOWN_ORGANIZATION = "_unknown"
 LIST_FIELDS = frozenset({"event.category", "event.type", "tags", "user.roles"})
 ARROW_TYPES = {
     "keyword": pa.string(),
+    "caseless_keyword": pa.string(),
     "ip": pa.string(),
     "text": pa.string(),
     "long": pa.int64(),

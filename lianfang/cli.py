@@ -298,6 +298,298 @@ def archive_export(settings: Settings, start: str, end: str, out_dir: Path, as_j
         )
 
 
+# ------------------------------------------------------------------ users and keys
+
+
+def _principal_store(settings: Settings):
+    from lianfang.principals import PrincipalStore
+    from lianfang.store import StoreUnavailable, connect
+
+    try:
+        store = PrincipalStore(connect(settings), settings.index_prefix)
+        store.install()
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+    return store
+
+
+@main.group()
+def users() -> None:
+    """Manage users (administrators, analysts, sharing partners)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(
+        ["administrator", "province_analyst", "department_analyst", "sharing_partner"]
+    ),
+)
+@click.option("--department", help="organization.id (required for department roles)")
+@click.option("--display-name")
+@click.option("--password-stdin", is_flag=True, help="read a password (for HTTP Basic) from stdin")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def users_add(
+    settings: Settings,
+    name: str,
+    role: str,
+    department: str | None,
+    display_name: str | None,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Create a user."""
+    from lianfang.principals import PrincipalError, Role
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        principal = _principal_store(settings).add_user(
+            name, Role(role), department, password, display_name
+        )
+    except PrincipalError as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    emit(
+        {"name": principal.name, "role": str(principal.role), "department": principal.department},
+        as_json,
+    )
+    if not as_json:
+        console.print(f"user {name} ({role}{', ' + department if department else ''}) created")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def users_list(settings: Settings, as_json: bool) -> None:
+    """List users."""
+    rows = _principal_store(settings).list("user")
+    table = Table("name", "role", "department", "disabled", "created")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["role"],
+            row.get("department") or "-",
+            str(row["disabled"]),
+            row["created_at"],
+        )
+    emit(rows, as_json, table)
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (shown once at creation, stored hashed)."""
+
+
+@keys.command("create")
+@click.option("--user", "user_name", required=True)
+@click.option("--name", default="", help="a label for the key")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_create(settings: Settings, user_name: str, name: str, as_json: bool) -> None:
+    """Create an API key for a user and print it (it cannot be shown again)."""
+    from lianfang.principals import PrincipalError
+
+    try:
+        key = _principal_store(settings).create_key(user_name, name)
+    except PrincipalError as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    if as_json:
+        emit({"user": user_name, "key": key}, True)
+    else:
+        click.echo(key)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_list(settings: Settings, as_json: bool) -> None:
+    """List API keys (ids and owners, never secrets)."""
+    rows = _principal_store(settings).list("key")
+    table = Table("key id", "name", "user", "disabled", "created")
+    for row in rows:
+        table.add_row(
+            row["key_id"], row["name"], row["user"], str(row["disabled"]), row["created_at"]
+        )
+    emit(rows, as_json, table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def keys_revoke(settings: Settings, key_id: str, as_json: bool) -> None:
+    """Revoke an API key (it stays listed, disabled)."""
+    revoked = _principal_store(settings).revoke_key(key_id)
+    emit({"revoked": revoked}, as_json)
+    if not revoked:
+        fail(f"no key {key_id}", EXIT_USAGE)
+    if not as_json:
+        console.print(f"key {key_id} revoked")
+
+
+# ------------------------------------------------------------------ collect
+
+
+@main.group()
+def collect() -> None:
+    """Collect files continuously, with a disk spool and checkpoints (nothing lost, no copies)."""
+
+
+@collect.command("files")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--follow", is_flag=True, help="keep reading as files grow, rotate and appear")
+@click.option("--format", "format_name", help="log format (default: detected per file)")
+@click.option("--department", help="organization.id of the sending department")
+@click.option("--department-name", help="organization.name of the sending department")
+@click.option("--sector", help="labels.sector (critical sector) of the sending department")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def collect_files(
+    settings: Settings,
+    patterns: tuple[str, ...],
+    follow: bool,
+    format_name: str | None,
+    department: str | None,
+    department_name: str | None,
+    sector: str | None,
+    as_json: bool,
+) -> None:
+    """Read files or globs into Elasticsearch; with --follow, until SIGINT/SIGTERM.
+
+    Progress is checkpointed per file and only advances once Elasticsearch has the
+    events, so a restart resumes where the last run was sure to have delivered.
+    """
+    import logging
+    import signal
+    import threading
+
+    from collectors.formats import UnknownFormat
+    from collectors.inputs.file_follow import find_files
+    from collectors.normalise import Department
+    from collectors.runtime import CollectorRuntime, CollectorSnapshot
+    from collectors.spool import SpoolLocked
+    from lianfang.store import EventStore, StoreUnavailable
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # the runtime reports outages
+    if not follow and not find_files(list(patterns)):
+        fail(f"no file matches {' '.join(patterns)}", EXIT_USAGE)
+    try:
+        store = EventStore.from_settings(settings)
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    owner = Department(department, department_name, sector) if department else None
+    try:
+        runtime = CollectorRuntime(
+            settings,
+            store,
+            list(patterns),
+            follow=follow,
+            format_name=format_name,
+            department=owner,
+        )
+    except (UnknownFormat, SpoolLocked) as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: runtime.stop())
+    result: list[CollectorSnapshot] = []
+    worker = threading.Thread(target=lambda: result.append(runtime.run()), name="collector")
+    worker.start()
+    total_bytes = sum(Path(path).stat().st_size for path in find_files(list(patterns)).values())
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json or follow or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("collecting", total=total_bytes or None)
+        while worker.is_alive():
+            worker.join(0.5)  # the main thread stays free to run the signal handlers
+            read_bytes = sum(item.offset for item in runtime.snapshot().inputs)
+            progress.update(task, completed=read_bytes)
+    snapshot = result[0] if result else runtime.snapshot()
+    totals = snapshot.totals
+    undelivered = snapshot.spool["pending_events"]
+    if as_json:
+        emit(snapshot.as_dict(), True)
+    else:
+        Console().print(_collector_inputs_table(snapshot.as_dict()["inputs"]))
+        console.print(
+            f"{snapshot.state}: {totals['indexed']:,} indexed, {totals['duplicates']:,} already "
+            f"present, {totals['failed']:,} dead-lettered; {undelivered:,} events wait in the spool"
+        )
+        if totals["failed"]:
+            console.print(f"dead letters: {runtime.dead_letters.current_path}")
+    if runtime.crashed:
+        fail(f"the collector stopped on an internal error: {runtime.crashed}", EXIT_PARTIAL)
+    if undelivered and snapshot.elasticsearch == "unavailable":
+        sys.exit(EXIT_UNAVAILABLE)
+    sys.exit(EXIT_PARTIAL if totals["failed"] else EXIT_OK)
+
+
+def _collector_inputs_table(inputs: list[dict[str, Any]]) -> Table:
+    table = Table("file", "format", "state", "read", "indexed", "duplicates", "failed", "lag")
+    for row in inputs:
+        table.add_row(
+            row["source"],
+            row["format"] or "",
+            row["state"],
+            f"{row['read']:,}",
+            f"{row['indexed']:,}",
+            f"{row['duplicates']:,}",
+            f"{row['failed']:,}",
+            f"{row['lag_bytes']:,} B",
+        )
+    return table
+
+
+@collect.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def collect_status(settings: Settings, as_json: bool) -> None:
+    """Counters of the running (or last) collector of this home directory.
+
+    Exit 0 when shown, 3 when the running collector cannot reach Elasticsearch, 2 when
+    no collector has run with this home directory.
+    """
+    from collectors.runtime import read_status
+
+    status = read_status(settings.collector_status_file)
+    if status is None:
+        fail(f"no collector status in {settings.collector_status_file}", EXIT_USAGE)
+        return
+    if as_json:
+        emit(status, True)
+    else:
+        spool = status["spool"]
+        summary = Table(show_header=False)
+        summary.add_row("state", f"{status['state']} (pid {status['pid']})")
+        summary.add_row("running", str(status["running"]))
+        summary.add_row("elasticsearch", status["elasticsearch"])
+        summary.add_row("updated", status["updated_at"])
+        summary.add_row(
+            "spool",
+            f"{spool['pending_events']:,} events, {spool['used_bytes']:,} of "
+            f"{spool['quota_bytes']:,} bytes ({spool['fill_ratio']:.0%})",
+        )
+        if status.get("last_error"):
+            summary.add_row("last error", f"{status['last_error_at']}: {status['last_error']}")
+        Console().print(summary)
+        Console().print(_collector_inputs_table(status["inputs"]))
+    if status["running"] and status["elasticsearch"] == "unavailable":
+        sys.exit(EXIT_UNAVAILABLE)
+
+
 # ------------------------------------------------------------------ serve
 
 
@@ -362,6 +654,31 @@ def demo_generate(
             table.add_row(item["path"], item["department"], item["format"], str(item["lines"]))
         Console().print(table)
         console.print(f"{manifest['events']} events, {len(manifest['stories'])} attack stories")
+
+
+def _demo_principals(settings: Settings, manifest: dict[str, Any]) -> Path:
+    """Demo users (an administrator, one analyst per department) with fresh API keys.
+
+    The keys go to a file readable only by the caller; each run replaces them.
+    """
+    from lianfang.principals import Role
+
+    store = _principal_store(settings)
+    wanted = [("admin", Role.ADMINISTRATOR, None)] + [
+        (f"analyst.{d['id']}", Role.DEPARTMENT_ANALYST, d["id"]) for d in manifest["departments"]
+    ]
+    keys_by_user: dict[str, str] = {}
+    for name, role, department in wanted:
+        if store.user(name) is None:
+            store.add_user(name, role, department)
+        keys_by_user[name] = store.create_key(name, "demo")
+    path = settings.home_dir / "demo-keys.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(keys_by_user, indent=2) + "\n")
+    console.print(f"demo API keys (administrator and one analyst per department): {path}")
+    console.print(f"administrator key: {keys_by_user['admin']}")
+    return path
 
 
 @demo.command("load")
@@ -429,6 +746,7 @@ def demo_load(
         "stories": [story["id"] for story in manifest["stories"]],
         "truth": str(out_dir / "truth.json"),
     }
+    summary["keys_file"] = str(_demo_principals(settings, manifest))
     emit(summary, as_json)
     if not as_json:
         console.print(

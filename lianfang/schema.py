@@ -14,7 +14,8 @@ from typing import Any
 
 ECS_VERSION = "8.17.0"
 
-# Field -> Elasticsearch type. Everything not listed is still stored: strings map to
+# Field -> Elasticsearch type. "caseless_keyword" adds a lower-cased `.caseless` sub-field,
+# which pySigma's ECS pipelines query for case-insensitive matches on process paths. Everything not listed is still stored: strings map to
 # keyword by a dynamic template, and a field-count limit that ignores the excess keeps a
 # field-exploding document from being rejected or blowing up the mapping.
 ECS_FIELDS: dict[str, str] = {
@@ -77,14 +78,16 @@ ECS_FIELDS: dict[str, str] = {
     "host.ip": "ip",
     "host.os.family": "keyword",
     "host.os.type": "keyword",
-    "process.name": "keyword",
+    "process.name": "caseless_keyword",
     "process.pid": "long",
-    "process.executable": "keyword",
+    "process.executable": "caseless_keyword",
     "process.command_line": "text",
-    "process.parent.name": "keyword",
+    "process.parent.name": "caseless_keyword",
     "process.parent.pid": "long",
-    "process.parent.executable": "keyword",
+    "process.parent.executable": "caseless_keyword",
     "process.parent.command_line": "text",
+    "target.process.name": "caseless_keyword",
+    "target.process.executable": "caseless_keyword",
     "file.path": "keyword",
     "file.name": "keyword",
     "file.size": "long",
@@ -144,7 +147,9 @@ ECS_FIELDS: dict[str, str] = {
 
 # Fields that analysts may filter on with field:value through the API.
 FILTERABLE_FIELDS = frozenset(
-    name for name, kind in ECS_FIELDS.items() if kind in ("keyword", "ip", "long", "float")
+    name
+    for name, kind in ECS_FIELDS.items()
+    if kind in ("keyword", "caseless_keyword", "ip", "long", "float")
 )
 
 

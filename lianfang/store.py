@@ -19,8 +19,9 @@ from lianfang import local_node
 from lianfang.schema import ECS_FIELDS
 from lianfang.settings import Settings
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 DAY_SUFFIX = "%Y.%m.%d"
+CASELESS_NORMALIZER = "lianfang_caseless"
 
 
 class StoreUnavailable(RuntimeError):
@@ -72,6 +73,12 @@ def mapping_properties(fields: dict[str, str]) -> dict[str, Any]:
 def _mapping_for(kind: str) -> dict[str, Any]:
     if kind == "keyword":
         return {"type": "keyword", "ignore_above": 4096}
+    if kind == "caseless_keyword":
+        return {
+            "type": "keyword",
+            "ignore_above": 4096,
+            "fields": {"caseless": {"type": "keyword", "normalizer": CASELESS_NORMALIZER}},
+        }
     if kind == "text":
         return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
     if kind == "original":
@@ -126,6 +133,10 @@ def events_template_body(names: IndexNames) -> dict[str, Any]:
                 "mapping.total_fields.ignore_dynamic_beyond_limit": True,
                 "mapping.depth.limit": 20,
                 "mapping.nested_objects.limit": 1000,
+                # The lowercase filter is part of the core server (no analysis-common needed).
+                "analysis": {
+                    "normalizer": {CASELESS_NORMALIZER: {"type": "custom", "filter": ["lowercase"]}}
+                },
             },
             "mappings": {
                 "dynamic": True,

@@ -13,6 +13,7 @@ from api.app import create_app
 from collectors.demo_day import DemoSpec, generate_demo_day
 from collectors.file_ingest import file_records, ingest_records
 from collectors.normalise import Department
+from lianfang.principals import PrincipalStore, Role
 from lianfang.schema import parse_timestamp
 from lianfang.settings import Settings
 from lianfang.store import EventStore
@@ -41,9 +42,26 @@ def loaded(store: EventStore, settings: Settings, tmp_path: Path) -> dict:
 
 
 @pytest.fixture
-def api(settings: Settings, loaded: dict) -> Iterator[TestClient]:
+def keys(store: EventStore, settings: Settings) -> dict[str, str]:
+    """An administrator and a finance department analyst, with API keys."""
+    principals = PrincipalStore(store.client, settings.index_prefix)
+    principals.install()
+    principals.add_user("admin", Role.ADMINISTRATOR, None)
+    principals.add_user("fin", Role.DEPARTMENT_ANALYST, "finance", password="finance-password-1")
+    principals.add_user("peer", Role.SHARING_PARTNER, "energy")
+    return {name: principals.create_key(name) for name in ("admin", "fin", "peer")}
+
+
+@pytest.fixture
+def anonymous(settings: Settings, loaded: dict) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def api(anonymous: TestClient, keys: dict[str, str]) -> TestClient:
+    anonymous.headers["Authorization"] = f"Bearer {keys['admin']}"
+    return anonymous
 
 
 def test_health_reports_version_and_counts(
@@ -52,7 +70,8 @@ def test_health_reports_version_and_counts(
     body = api.get("/api/v1/health").json()
     assert body["status"] == "ok", body
     assert body["elasticsearch"]["version"].startswith(("9.", "8."))
-    assert sum(body["indices"].values()) == loaded["events"]
+    events_indices = {k: v for k, v in body["indices"].items() if "-events-" in k}
+    assert sum(events_indices.values()) == loaded["events"]
 
 
 def test_filter_by_field_and_department(api: TestClient) -> None:
@@ -133,3 +152,50 @@ def test_unknown_route_is_a_json_404(api: TestClient) -> None:
     response = api.get("/api/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_events_need_credentials(anonymous: TestClient, keys: dict[str, str]) -> None:
+    response = anonymous.get("/api/v1/events")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert "Bearer" in response.headers["www-authenticate"]
+    wrong = anonymous.get("/api/v1/events", headers={"Authorization": "Bearer lf_nokey_nosecret"})
+    assert wrong.status_code == 401
+    partner = anonymous.get("/api/v1/events", headers={"Authorization": f"Bearer {keys['peer']}"})
+    assert partner.status_code == 403  # sharing partners use TAXII only
+
+
+def test_department_analyst_sees_only_its_department(
+    anonymous: TestClient, keys: dict[str, str]
+) -> None:
+    finance = {"Authorization": f"Bearer {keys['fin']}"}
+    own = anonymous.get("/api/v1/events", headers=finance, params={"size": 1000}).json()
+    assert own["total"] > 0
+    assert {e["organization"]["id"] for e in own["events"]} == {"finance"}
+    other = anonymous.get(
+        "/api/v1/events", headers=finance, params={"filter": "organization.id:energy"}
+    ).json()
+    assert other["total"] == 0  # asking for another department finds nothing
+    attacker = anonymous.get(
+        "/api/v1/events", headers=finance, params={"filter": "source.ip:203.0.113.77"}
+    ).json()
+    assert attacker["total"] == 0  # the brute force happened in gov-cloud
+
+
+def test_basic_authentication_with_password(anonymous: TestClient, keys: dict[str, str]) -> None:
+    good = anonymous.get("/api/v1/events", auth=("fin", "finance-password-1"), params={"size": 1})
+    assert good.status_code == 200
+    bad = anonymous.get("/api/v1/events", auth=("fin", "wrong-password-xx"))
+    assert bad.status_code == 401
+
+
+def test_repeated_failures_are_rate_limited(anonymous: TestClient, keys: dict[str, str]) -> None:
+    statuses = [
+        anonymous.get("/api/v1/events", headers={"Authorization": "Bearer lf_x_y"}).status_code
+        for _ in range(25)
+    ]
+    assert statuses[0] == 401
+    assert statuses[-1] == 429
+    # Even the right key is refused while the address is blocked.
+    blocked = anonymous.get("/api/v1/events", headers={"Authorization": f"Bearer {keys['admin']}"})
+    assert blocked.status_code == 429

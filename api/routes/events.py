@@ -8,8 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel
 
+from api.authentication import analyst
 from api.dependencies import AppServices, services
 from lianfang.event_search import EventQuery, FieldFilter, search_events
+from lianfang.principals import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -26,6 +28,7 @@ class EventsPage(BaseModel):
 @router.get("/events", response_model=EventsPage)
 def list_events(
     app: Annotated[AppServices, Depends(services)],
+    principal: Annotated[Principal, Depends(analyst)],
     start: Annotated[
         AwareDatetime | None, Query(description="inclusive lower bound, ISO-8601 with zone")
     ] = None,
@@ -41,7 +44,10 @@ def list_events(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     order: Annotated[str, Query(pattern="^(newest|oldest)$")] = "newest",
 ) -> EventsPage:
-    """Events in [start, end) matching every filter and the text, one page at a time."""
+    """Events in [start, end) matching every filter and the text, one page at a time.
+
+    A department analyst sees only its own department's events.
+    """
     query = EventQuery(
         start=start.astimezone(UTC) if start else None,
         end=end.astimezone(UTC) if end else None,
@@ -50,6 +56,7 @@ def list_events(
         size=min(size, app.settings.api_page_cap),
         cursor=cursor,
         newest_first=order == "newest",
+        organization_ids=principal.organization_scope,
     )
     page = search_events(app.client, app.names.events_alias, query)
     return EventsPage(
