@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from api.authentication import FailureLimiter
 from api.dependencies import AppServices
 from api.errors import install_error_handlers
-from api.routes import events, health
+from api.routes import alerts, events, health
+from detection.alerts import AlertStore
 from lianfang.principals import PrincipalStore
 from lianfang.settings import Settings, load_settings
 from lianfang.store import EventStore, IndexNames, connect
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.install_templates()
         principals = PrincipalStore(client, settings.index_prefix)
         principals.install()
+        AlertStore(client, settings.index_prefix).install()
         app.state.services = AppServices(
             settings=settings,
             client=client,
@@ -48,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(alerts.router)
     return app

@@ -10,6 +10,7 @@ from elasticsearch import Elasticsearch
 from collectors.parquet_archive import ParquetArchive
 from lianfang.event_search import EventQuery, search_events
 from lianfang.schema import Event, Origin
+from lianfang.scoped_store import ScopedStore
 
 PAGE_SIZE = 5000
 
@@ -27,7 +28,7 @@ def export_range(
     exported = 0
     while True:
         query = EventQuery(start=start, end=end, size=PAGE_SIZE, cursor=cursor, newest_first=False)
-        page = search_events(client, index, query)
+        page = search_events(ScopedStore(client, None), index, query)
         for document in page.events:
             event_id = document.get("event", {}).get("id", "")
             archive.add(

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from elasticsearch import Elasticsearch
-
-from lianfang.schema import ECS_FIELDS, FILTERABLE_FIELDS, format_timestamp
+from lianfang.schema import FILTERABLE_FIELDS, format_timestamp
+from lianfang.scoped_store import ScopedStore
 
 # Free text is matched with simple_query_string (no query syntax injection) on these.
 TEXT_FIELDS = ("message", "event.original", "process.command_line", "db.statement")
@@ -64,8 +63,6 @@ class EventQuery:
     size: int = 100
     cursor: str | None = None
     newest_first: bool = True
-    # Restricts every query to these departments (None: all); set by the access layer.
-    organization_ids: tuple[str, ...] | None = None
     extra_clauses: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
 
@@ -99,8 +96,6 @@ def build_search_body(query: EventQuery) -> dict[str, Any]:
         if query.end:
             bounds["lt"] = format_timestamp(query.end)
         clauses.append({"range": {"@timestamp": bounds}})
-    if query.organization_ids is not None:
-        clauses.append({"terms": {"organization.id": list(query.organization_ids)}})
     must: list[dict[str, Any]] = []
     if query.text:
         must.append(
@@ -138,10 +133,10 @@ class EventPage:
     next_cursor: str | None
 
 
-def search_events(client: Elasticsearch, index: str, query: EventQuery) -> EventPage:
-    """Run a query against the events alias."""
+def search_events(store: ScopedStore, index: str, query: EventQuery) -> EventPage:
+    """Run a query against the events alias, within the caller's departments."""
     body = build_search_body(query)
-    response = client.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
+    response = store.search(index, **body)
     hits = response["hits"]["hits"]
     total = response["hits"]["total"]
     next_cursor = encode_cursor(hits[-1]["sort"]) if len(hits) == query.size and hits else None
@@ -151,8 +146,3 @@ def search_events(client: Elasticsearch, index: str, query: EventQuery) -> Event
         total_is_exact=total["relation"] == "eq",
         next_cursor=next_cursor,
     )
-
-
-def known_field(name: str) -> bool:
-    """True for fields with an explicit mapping in the schema."""
-    return name in ECS_FIELDS

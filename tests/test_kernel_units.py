@@ -18,6 +18,7 @@ from lianfang.event_search import (
     encode_cursor,
 )
 from lianfang.schema import Origin, document_id, format_timestamp, get_field, nest_dotted_keys
+from lianfang.scoped_store import in_scope, restrict_query
 from lianfang.settings import load_settings
 from lianfang.store import IndexNames, events_template_body, mapping_properties
 
@@ -50,7 +51,6 @@ def test_search_body_has_filters_range_text_and_stable_sort() -> None:
         filters=(FieldFilter.parse("source.ip:10.0.0.1"),),
         text="failed password",
         size=50,
-        organization_ids=("finance",),
     )
     body = build_search_body(query)
     clauses = body["query"]["bool"]["filter"]
@@ -60,7 +60,6 @@ def test_search_body_has_filters_range_text_and_stable_sort() -> None:
             "@timestamp": {"gte": "2026-11-28T00:00:00.000Z", "lt": "2026-11-29T00:00:00.000Z"}
         }
     } in clauses
-    assert {"terms": {"organization.id": ["finance"]}} in clauses
     assert body["query"]["bool"]["must"][0]["simple_query_string"]["query"] == "failed password"
     assert [next(iter(s)) for s in body["sort"]] == ["@timestamp", "event.id"]
 
@@ -125,3 +124,20 @@ def test_lines_keep_offsets_replace_bad_utf8_strip_bom_and_cut_huge_lines() -> N
     assert lines[1].offset == len(b"\xef\xbb\xbffirst\n")
     assert lines[2].truncated and len(lines[2].text) == 1000
     assert lines[3].offset == len(data) - 4
+
+
+def test_scoping_wraps_every_query_and_hides_other_departments() -> None:
+    assert restrict_query({"term": {"a": 1}}, None) == {"term": {"a": 1}}
+    assert restrict_query(None, ("finance",)) == {
+        "bool": {
+            "must": [{"match_all": {}}],
+            "filter": [{"terms": {"organization.id": ["finance"]}}],
+        }
+    }
+    assert restrict_query(None, ()) == {
+        "bool": {"must": [{"match_all": {}}], "filter": [{"terms": {"organization.id": []}}]}
+    }
+    assert in_scope({"organization": {"id": "finance"}}, ("finance",))
+    assert not in_scope({"organization": {"id": "energy"}}, ("finance",))
+    assert not in_scope({}, ("finance",))
+    assert in_scope({}, None)

@@ -12,6 +12,7 @@ from api.authentication import analyst
 from api.dependencies import AppServices, services
 from lianfang.event_search import EventQuery, FieldFilter, search_events
 from lianfang.principals import Principal
+from lianfang.scoped_store import ScopedStore
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -56,9 +57,9 @@ def list_events(
         size=min(size, app.settings.api_page_cap),
         cursor=cursor,
         newest_first=order == "newest",
-        organization_ids=principal.organization_scope,
     )
-    page = search_events(app.client, app.names.events_alias, query)
+    scoped = ScopedStore(app.client, principal.organization_scope)
+    page = search_events(scoped, app.names.events_alias, query)
     return EventsPage(
         events=page.events,
         total=page.total,
