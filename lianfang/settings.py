@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,35 @@ from lianfang.versions import ELASTICSEARCH_VERSION
 
 CONFIG_FILE_VARIABLE = "LIANFANG_CONFIG"
 DEFAULT_CONFIG_FILE = "lianfang.toml"
+
+MaskingDetector = Literal["id_number", "mobile", "bank_card", "email"]
+ALL_MASKING_DETECTORS: tuple[MaskingDetector, ...] = ("id_number", "mobile", "bank_card", "email")
+
+
+class MaskingOverride(BaseModel):
+    """One department's masking policy; a key left out keeps the `[masking]` value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    detectors: list[MaskingDetector] | None = None
+    fields: list[str] | None = None
+    redact_fields: list[str] | None = None
+
+
+class MaskingSettings(BaseModel):
+    """The `[masking]` table: personal-data masking at ingest (collectors/masking.py)."""
+
+    # Typos in a privacy policy must fail loudly, not silently switch a detector off.
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Without `masking_key`, masking refuses to run unless this allows a random per-run key.
+    ephemeral_key: bool = False
+    detectors: list[MaskingDetector] = Field(default_factory=lambda: list(ALL_MASKING_DETECTORS))
+    fields: list[str] = Field(default_factory=list)  # scanned besides the built-in text fields
+    redact_fields: list[str] = Field(default_factory=list)  # replaced whole by a token
+    departments: dict[str, MaskingOverride] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -52,6 +81,11 @@ class Settings(BaseSettings):
     # Normalisation.
     timezone: str = "Asia/Shanghai"
     keep_original: bool = True
+
+    # Enrichment at ingest (collectors/enrichment.py).
+    asset_inventory_path: Path | None = None
+    masking: MaskingSettings = Field(default_factory=MaskingSettings)
+    masking_key: SecretStr = SecretStr("")
 
     # BulkWriter.
     bulk_max_documents: int = 2000
