@@ -95,6 +95,9 @@ class Alert:
     risk_score: float | None = None
     rule_version: str | None = None
     window: timedelta = timedelta(hours=1)
+    # The values that name the entity when it spans several fields (e.g. source.ip and
+    # destination.ip of a beaconing pair); exceptions match on them.
+    entity_fields: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -149,6 +152,8 @@ class Alert:
                 "updated_at": format_timestamp(now),
             },
         }
+        if self.entity_fields:
+            document["alert"]["entity"]["fields"] = dict(self.entity_fields)
         if self.rule_version:
             document["rule"]["version"] = self.rule_version
         if self.evidence_index:
@@ -238,7 +243,9 @@ class AlertStore:
             self._upsert_one(alert.document(now), report)
         return report
 
-    def _upsert_one(self, document: dict[str, Any], report: UpsertReport, attempts: int = 5) -> None:
+    def _upsert_one(
+        self, document: dict[str, Any], report: UpsertReport, attempts: int = 5
+    ) -> None:
         alert_id = document["alert"]["id"]
         for _ in range(attempts):
             try:

@@ -757,5 +757,300 @@ def demo_load(
     sys.exit(EXIT_PARTIAL if totals["dead_lettered"] else EXIT_OK)
 
 
+# ------------------------------------------------------------------ detection
+
+
+def _duration_option(text: str, option: str) -> Any:
+    from detection.rule_format import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        fail(f"{option}: {error}", EXIT_USAGE)
+
+
+def _moment_option(text: str, option: str) -> Any:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        fail(f"{option}: {error}", EXIT_USAGE)
+        return None
+    if moment.tzinfo is None:
+        fail(f"{option} needs a zone, e.g. 2026-11-28T00:00:00+08:00", EXIT_USAGE)
+    return moment
+
+
+@main.group()
+def detect() -> None:
+    """Run detection: behavioural rules (and Sigma rules when present) over sliding windows."""
+
+
+@detect.command("run")
+@click.option("--every", help="interval between passes (default: settings, 5m)")
+@click.option("--once", is_flag=True, help="run the pending windows once and exit")
+@click.option("--window", "window_text", help="window length (default: settings, 1h)")
+@click.option("--overlap", "overlap_text", help="re-read before the last end (default: 10m)")
+@click.option("--from", "start_text", help="backfill from this ISO-8601 time (with --to)")
+@click.option("--to", "end_text", help="backfill up to this ISO-8601 time")
+@click.option("--source", "sources", multiple=True, help="detector source (behavioural, sigma)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def detect_run(
+    settings: Settings,
+    every: str | None,
+    once: bool,
+    window_text: str | None,
+    overlap_text: str | None,
+    start_text: str | None,
+    end_text: str | None,
+    sources: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run every enabled detector; alerts are grouped, so re-running creates no duplicates.
+
+    Without --from/--to, each pass covers [last completed end - overlap, now) and the end is
+    saved in <prefix>-detection-state, so a restart resumes. Exit 1 if a detector failed.
+    """
+    from rich.table import Column
+
+    from detection.alert_exceptions import ExceptionStore
+    from detection.alerts import AlertStore
+    from detection.detector import DetectorContext, UnknownDetectorSource, load_detectors
+    from detection.scheduler import DetectionScheduler, DetectionStateStore
+    from lianfang.store import StoreUnavailable, connect
+
+    config = settings.detection_rules
+    window = _duration_option(window_text or config.window, "--window")
+    overlap = _duration_option(overlap_text or config.overlap, "--overlap")
+    interval = _duration_option(every or config.every, "--every")
+    if bool(start_text) != bool(end_text):
+        fail("--from and --to go together", EXIT_USAGE)
+    try:
+        client = connect(settings)
+        context = DetectorContext(settings, client, f"{settings.index_prefix}-events")
+        loaded = load_detectors(context, list(sources) or None)
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+        return
+    except UnknownDetectorSource as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    for problem in loaded.problems:
+        console.print(f"[yellow]warning:[/yellow] {problem}")
+    scheduler = DetectionScheduler(
+        loaded.detectors,
+        AlertStore(client, settings.index_prefix),
+        ExceptionStore(client, settings.index_prefix),
+        DetectionStateStore(client, settings.index_prefix),
+    )
+    failed = False
+
+    def show(report: Any) -> None:
+        nonlocal failed
+        failed = failed or bool(report.failed)
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+            return
+        table = Table(
+            "found",
+            "new",
+            "updated",
+            "same",
+            "suppressed",
+            "seconds",
+            "error",
+            title=f"{report.start:%Y-%m-%d %H:%M:%S} → {report.end:%Y-%m-%d %H:%M:%S} UTC "
+            f"({report.seconds:.1f} s)",
+        )
+        table.columns.insert(0, Column("rule", no_wrap=True))
+        for run in report.runs:
+            table.add_row(
+                run.detector,
+                str(run.found),
+                str(run.created),
+                str(run.updated),
+                str(run.unchanged),
+                str(run.suppressed),
+                f"{run.seconds:.2f}",
+                run.error or "",
+            )
+        Console().print(table)
+
+    try:
+        if start_text:
+            start, end = _moment_option(start_text, "--from"), _moment_option(end_text, "--to")
+            if start >= end:
+                fail("--from must be before --to", EXIT_USAGE)
+            for report in scheduler.run_range(start, end, window, overlap):
+                show(report)
+        elif once:
+            for report in scheduler.run_pending(window, overlap):
+                show(report)
+        else:
+            scheduler.run_forever(interval, window, overlap, show)
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+    sys.exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+@detect.command("rules")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def detect_rules(settings: Settings, as_json: bool) -> None:
+    """List the behavioural rules (built-in and configured) with their ATT&CK techniques."""
+    from detection.rule_format import BUILTIN_RULES_DIR, load_rules
+
+    rules, errors = load_rules([BUILTIN_RULES_DIR, *settings.detection_rules.rules_dirs])
+    rows = [
+        {
+            "id": rule.id,
+            "name": rule.name,
+            "kind": rule.kind,
+            "severity": rule.severity,
+            "enabled": rule.enabled,
+            "window": str(rule.window),
+            "techniques": rule.techniques,
+            "parameters": rule.parameters,
+        }
+        for rule in rules
+    ]
+    table = Table("rule", "kind", "severity", "window", "techniques", "enabled")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["kind"],
+            row["severity"],
+            row["window"],
+            ", ".join(row["techniques"]),
+            str(row["enabled"]),
+        )
+    emit({"rules": rows, "errors": [str(e) for e in errors]}, as_json, table)
+    for error in errors:
+        console.print(f"[red]invalid rule:[/red] {error}")
+    sys.exit(EXIT_PARTIAL if errors else EXIT_OK)
+
+
+def _exception_store(settings: Settings) -> Any:
+    from detection.alert_exceptions import ExceptionStore
+    from lianfang.store import StoreUnavailable, connect
+
+    try:
+        return ExceptionStore(connect(settings), settings.index_prefix)
+    except StoreUnavailable as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+
+
+@main.group()
+def exceptions() -> None:
+    """The allow-list: known-benign detections suppressed before they become alerts."""
+
+
+@exceptions.command("add")
+@click.option("--field", "pairs", multiple=True, required=True, help="field=value (repeatable)")
+@click.option("--reason", required=True, help="why this is benign")
+@click.option("--by", "created_by", required=True, help="who adds it")
+@click.option("--expires", help="ISO-8601 time or a duration such as 30d")
+@click.option("--department", help="only for this organization.id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def exceptions_add(
+    settings: Settings,
+    pairs: tuple[str, ...],
+    reason: str,
+    created_by: str,
+    expires: str | None,
+    department: str | None,
+    as_json: bool,
+) -> None:
+    """Add an exception, e.g. --field rule.id=beaconing --field source.ip=10.20.0.0/16."""
+    from datetime import UTC, datetime
+
+    from detection.alert_exceptions import ExceptionError, parse_field_values
+
+    expires_at = None
+    if expires:
+        if expires[:1].isdigit() and expires[-1:] in "smhdw" and "-" not in expires:
+            expires_at = datetime.now(UTC) + _duration_option(expires, "--expires")
+        else:
+            expires_at = _moment_option(expires, "--expires")
+    try:
+        entry = _exception_store(settings).add(
+            parse_field_values(list(pairs)), reason, created_by, expires_at, department
+        )
+    except ExceptionError as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    emit(entry.as_dict(datetime.now(UTC)), as_json)
+    if not as_json:
+        console.print(f"exception {entry.id} added")
+
+
+@exceptions.command("list")
+@click.option("--suppressions", "exception_id", help="list the alerts this exception suppressed")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def exceptions_list(settings: Settings, exception_id: str | None, as_json: bool) -> None:
+    """Every exception (active, expired, disabled) with its suppression count."""
+    from datetime import UTC, datetime
+
+    store = _exception_store(settings)
+    if exception_id:
+        rows = store.suppressions(exception_id)
+        table = Table("suppressed at", "rule", "department", "entity", "first seen")
+        for row in rows:
+            table.add_row(
+                row["suppressed_at"],
+                row["rule_id"],
+                row.get("organization_id") or "-",
+                row["entity_value"],
+                row["first_seen"],
+            )
+        emit(rows, as_json, table)
+        return
+    now = datetime.now(UTC)
+    rows = [entry.as_dict(now) for entry in store.entries()]
+    table = Table("id", "state", "fields", "department", "by", "reason", "expires", "suppressed")
+    for row in rows:
+        table.add_row(
+            row["exception_id"],
+            row["state"],
+            "; ".join(f"{k}={'|'.join(v)}" for k, v in row["fields"].items()),
+            row["organization_id"] or "-",
+            row["created_by"],
+            row["reason"],
+            row["expires_at"] or "-",
+            str(row["suppressed"]),
+        )
+    emit(rows, as_json, table)
+
+
+@exceptions.command("remove")
+@click.argument("exception_id")
+@click.option("--by", required=True, help="who removes it")
+@click.option("--reason", required=True, help="why")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def exceptions_remove(
+    settings: Settings, exception_id: str, by: str, reason: str, as_json: bool
+) -> None:
+    """Disable an exception (it stays listed, with who disabled it and why)."""
+    from datetime import UTC, datetime
+
+    from detection.alert_exceptions import ExceptionError
+
+    try:
+        entry = _exception_store(settings).disable(exception_id, by, reason)
+    except ExceptionError as error:
+        fail(str(error), EXIT_USAGE)
+        return
+    emit(entry.as_dict(datetime.now(UTC)), as_json)
+    if not as_json:
+        console.print(f"exception {exception_id} disabled")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -49,6 +49,30 @@ class MaskingSettings(BaseModel):
     departments: dict[str, MaskingOverride] = Field(default_factory=dict)
 
 
+class RuleOverride(BaseModel):
+    """Changes to one behavioural rule (globally or for one department); unset keys keep the rule's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    severity: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class DetectionRuleSettings(BaseModel):
+    """The `[detection_rules]` table: behavioural rules, their overrides and `detect run`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules_dirs: list[Path] = Field(default_factory=list)  # extra YAML rules; same id replaces
+    overrides_file: Path | None = None  # YAML with `rules:` and `departments:` like below
+    rules: dict[str, RuleOverride] = Field(default_factory=dict)  # rule id -> override
+    departments: dict[str, dict[str, RuleOverride]] = Field(default_factory=dict)  # org id -> ...
+    every: str = "5m"  # `detect run` interval
+    window: str = "1h"  # first run (no saved state) and catch-up chunk length
+    overlap: str = "10m"  # re-read before the last completed end, for late events
+
+
 class Settings(BaseSettings):
     """Every tunable of the platform; see the configuration table in README.md."""
 
@@ -97,6 +121,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_page_cap: int = 1000
+
+    # Behavioural rules and the detection scheduler (detection/).
+    detection_rules: DetectionRuleSettings = Field(default_factory=DetectionRuleSettings)
 
     demo_seed: int = Field(default=20261128)
 
