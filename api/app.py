@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.audit_trail import AuditTrail, install_audit_middleware
 from api.authentication import FailureLimiter
 from api.dependencies import AppServices
 from api.errors import install_error_handlers
-from api.routes import alerts, events, health
+from api.routes import alerts, audit, events, health
 from detection.alerts import AlertStore
+from lianfang.dead_letter import DeadLetterFile
 from lianfang.principals import PrincipalStore
 from lianfang.settings import Settings, load_settings
 from lianfang.store import EventStore, IndexNames, connect
@@ -29,16 +31,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         principals = PrincipalStore(client, settings.index_prefix)
         principals.install()
         AlertStore(client, settings.index_prefix).install()
+        trail = AuditTrail(client, settings.index_prefix, DeadLetterFile(settings.dead_letter_dir))
+        trail.install()
         app.state.services = AppServices(
             settings=settings,
             client=client,
             store=store,
             principals=principals,
             failure_limiter=FailureLimiter(),
+            audit=trail,
         )
         try:
             yield
         finally:
+            trail.close()
             client.close()
 
     app = FastAPI(
@@ -51,4 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(alerts.router)
+    app.include_router(audit.router)
+    install_audit_middleware(app)
     return app

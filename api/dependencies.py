@@ -22,6 +22,7 @@ class AppServices:
     store: EventStore
     principals: PrincipalStore
     failure_limiter: Any
+    audit: Any
 
     @property
     def names(self) -> IndexNames:

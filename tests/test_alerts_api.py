@@ -142,3 +142,26 @@ def test_bulk_acknowledge_and_evidence(api: TestClient, seeded: dict) -> None:
     assert result["results"]["missing"] == "not_found"
     evidence = api.get(f"/api/v1/alerts/{seeded['finance']}/evidence", headers=admin).json()
     assert sorted(e["message"] for e in evidence["events"]) == ["evidence 0", "evidence 1", "evidence 2"]
+
+
+def test_every_call_is_audited_and_only_administrators_read_it(api: TestClient, seeded: dict) -> None:
+    finance = auth(seeded["fin"])
+    api.patch(f"/api/v1/alerts/{seeded['finance']}", headers=finance, json={"status": "acknowledged"})
+    api.get(f"/api/v1/alerts/{seeded['energy']}", headers=finance)  # 404: another department's
+    api.get("/api/v1/alerts", headers={"Authorization": "Bearer lf_bad_key"})  # 401
+    assert api.get("/api/v1/audit", headers=finance).status_code == 403
+    api.app.state.services.audit.flush_now()
+    api.app.state.services.client.indices.refresh(index=api.app.state.services.audit.pattern)
+    records = api.get("/api/v1/audit", headers=auth(seeded["admin"]), params={"size": 1000}).json()["records"]
+    by_action = {(r["event"]["action"], r["http"]["response"]["status_code"]) for r in records}
+    assert ("PATCH /api/v1/alerts/{alert_id}", 200) in by_action
+    assert ("GET /api/v1/alerts/{alert_id}", 404) in by_action
+    assert ("GET /api/v1/alerts", 401) in by_action
+    patch = next(r for r in records if r["event"]["action"].startswith("PATCH"))
+    assert patch["user"]["name"] == "fin"
+    assert patch["organization"]["id"] == "finance"
+    assert patch["source"]["address"] == "testclient"
+    failures = api.get(
+        "/api/v1/audit", headers=auth(seeded["admin"]), params={"outcome": "failure", "user": "fin"}
+    ).json()["records"]
+    assert {r["http"]["response"]["status_code"] for r in failures} == {403, 404}

@@ -1,0 +1,62 @@
+"""GET /api/v1/audit: the audit trail, for administrators."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime
+
+from api.authentication import require_roles
+from api.dependencies import AppServices, services
+from lianfang.event_search import decode_cursor, encode_cursor
+from lianfang.principals import Principal, Role
+from lianfang.schema import format_timestamp
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+administrator = require_roles(Role.ADMINISTRATOR)
+
+
+@router.get("/audit")
+def list_audit(
+    app: Annotated[AppServices, Depends(services)],
+    _: Annotated[Principal, Depends(administrator)],
+    user: Annotated[str | None, Query(max_length=200)] = None,
+    outcome: Annotated[str | None, Query(pattern="^(success|failure)$")] = None,
+    action: Annotated[
+        str | None, Query(max_length=500, description="e.g. PATCH /api/v1/alerts/{alert_id}")
+    ] = None,
+    start: Annotated[AwareDatetime | None, Query()] = None,
+    end: Annotated[AwareDatetime | None, Query()] = None,
+    size: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> dict[str, Any]:
+    """Audit records, newest first: who called what, from where, with which result."""
+    clauses: list[dict[str, Any]] = []
+    for field, value in (("user.name", user), ("event.outcome", outcome), ("event.action", action)):
+        if value:
+            clauses.append({"term": {field: value}})
+    if start or end:
+        bounds = {}
+        if start:
+            bounds["gte"] = format_timestamp(start)
+        if end:
+            bounds["lt"] = format_timestamp(end)
+        clauses.append({"range": {"@timestamp": bounds}})
+    body: dict[str, Any] = {
+        "size": size,
+        "query": {"bool": {"filter": clauses}},
+        # _doc breaks ties within one millisecond well enough for one index; the cursor
+        # carries both values.
+        "sort": [{"@timestamp": "desc"}, {"event.duration": "desc"}],
+    }
+    if cursor:
+        body["search_after"] = decode_cursor(cursor)
+    response = app.client.search(
+        index=app.audit.pattern, ignore_unavailable=True, allow_no_indices=True, **body
+    )
+    hits = response["hits"]["hits"]
+    return {
+        "records": [hit["_source"] for hit in hits],
+        "next_cursor": encode_cursor(hits[-1]["sort"]) if len(hits) == size else None,
+    }
