@@ -11,12 +11,14 @@ from api.audit_trail import AuditTrail, install_audit_middleware
 from api.authentication import FailureLimiter
 from api.dependencies import AppServices
 from api.errors import install_error_handlers
-from api.routes import alerts, audit, events, health
+from api.routes import alerts, audit, events, health, incidents
 from detection.alerts import AlertStore
 from lianfang.dead_letter import DeadLetterFile
+from lianfang.incidents import INCIDENT_FIELDS
 from lianfang.principals import PrincipalStore
 from lianfang.settings import Settings, load_settings
-from lianfang.store import EventStore, IndexNames, connect
+from lianfang.store import EventStore, IndexNames, connect, install_index
+from lianfang.webhooks import WebhookNotifier
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AlertStore(client, settings.index_prefix).install()
         trail = AuditTrail(client, settings.index_prefix, DeadLetterFile(settings.dead_letter_dir))
         trail.install()
+        install_index(client, f"{settings.index_prefix}-incidents", INCIDENT_FIELDS)
+        webhooks = WebhookNotifier(settings.webhook_urls, DeadLetterFile(settings.dead_letter_dir))
         app.state.services = AppServices(
             settings=settings,
             client=client,
@@ -40,11 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             principals=principals,
             failure_limiter=FailureLimiter(),
             audit=trail,
+            webhooks=webhooks,
         )
         try:
             yield
         finally:
             trail.close()
+            webhooks.close()
             client.close()
 
     app = FastAPI(
@@ -58,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(alerts.router)
     app.include_router(audit.router)
+    app.include_router(incidents.router)
     install_audit_middleware(app)
     return app

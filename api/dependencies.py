@@ -23,6 +23,7 @@ class AppServices:
     principals: PrincipalStore
     failure_limiter: Any
     audit: Any
+    webhooks: Any
 
     @property
     def names(self) -> IndexNames:

@@ -53,7 +53,9 @@ def in_scope(document: dict[str, Any], organization_ids: tuple[str, ...] | None)
         return True
     organization = document.get("organization", {})
     value = organization.get("id") if isinstance(organization, dict) else None
-    return value in organization_ids
+    # A document shared by several departments (a joint incident) lists them all.
+    values = value if isinstance(value, list) else [value]
+    return any(item in organization_ids for item in values)
 
 
 class ScopedStore:

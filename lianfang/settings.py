@@ -117,10 +117,19 @@ class Settings(BaseSettings):
     bulk_max_retries: int = 6
     bulk_backoff_seconds: float = 0.5
 
+    # Collector runtime: the most unacknowledged data the disk spool may hold (bytes)
+    # before inputs are slowed down (files) or must drop (datagrams); 1 GiB by default.
+    spool_max_bytes: int = 1024 * 1024 * 1024
+
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_page_cap: int = 1000
+    # Joint incidents: where assignment and escalation notifications are POSTed.
+    webhook_urls: list[str] = Field(default_factory=list)
+    # TAXII 2.1 server (sharing/taxii_collections.py): server, API root, limits and collections;
+    # unset means the packaged default (one community collection, one per demo department).
+    taxii_collections_path: Path | None = None
 
     # Behavioural rules and the detection scheduler (detection/).
     detection_rules: DetectionRuleSettings = Field(default_factory=DetectionRuleSettings)
@@ -157,6 +166,21 @@ class Settings(BaseSettings):
     def dead_letter_dir(self) -> Path:
         """Where rejected input and documents are written, never dropped."""
         return self.home_dir / "dead-letter"
+
+    @property
+    def spool_dir(self) -> Path:
+        """The collector's disk spool: parsed events waiting for Elasticsearch."""
+        return self.home_dir / "spool"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The collector's per-file checkpoints."""
+        return self.home_dir / "checkpoints"
+
+    @property
+    def collector_status_file(self) -> Path:
+        """Where a running collector writes its counters for `lianfang collect status`."""
+        return self.home_dir / "collector-status.json"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -87,6 +87,22 @@ def _mapping_for(kind: str) -> dict[str, Any]:
     return {"type": kind}
 
 
+def install_index(client: Elasticsearch, index: str, fields: dict[str, str]) -> bool:
+    """Create a single (non time-based) index with explicit mappings if missing.
+
+    Only the listed fields are indexed; everything else is kept in _source unindexed, so
+    free-form parts of a record (timelines, histories) can never conflict in the mapping.
+    """
+    if client.indices.exists(index=index):
+        return False
+    client.indices.create(
+        index=index,
+        settings={"number_of_shards": 1, "number_of_replicas": 0},
+        mappings={"dynamic": False, "properties": mapping_properties(fields)},
+    )
+    return True
+
+
 @dataclass(frozen=True)
 class IndexNames:
     """All index, alias and template names of one deployment, derived from its prefix."""
