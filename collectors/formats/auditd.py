@@ -44,11 +44,11 @@ AUDIT_RECORD = re.compile(
 )
 AUDIT_ANYWHERE = re.compile(r"(?:^|\s)(?:node=\S+ )?type=\S+ (?:msg=)?audit\(\d+\.\d+:\d+\):")
 # A value is double- or single-quoted, or bare; a bare value takes following words that
-# are not themselves `key=` pairs ("op=adding user id=5"). A key only starts where a word
-# does (the lookbehind), which keeps scanning linear on long runs of key characters.
+# are not themselves `key=` pairs ("op=adding user id=5"). A key follows a space: bodies
+# are searched with a space put in front, and the literal space lets the regex engine
+# skip ahead and keeps scanning linear on long runs of key characters.
 AUDIT_PAIR = re.compile(
-    r"(?<![\w\-\[\]])(?P<key>[\w\-\[\]]+)=(?:\"(?P<double>[^\"]*)\"|'(?P<single>[^']*)'"
-    r"|(?P<bare>[^\s\"']*(?: [^\s=\"']+(?=\s|$))*))"
+    r" ([\w\-\[\]]+)=(?:\"([^\"]*)\"|'([^']*)'|([^\s\"']*(?: [^\s=\"']+(?=\s|$))*))"
 )
 HEX_VALUE = re.compile(r"(?:[0-9A-F]{2})+")
 EXECVE_ARGUMENT = re.compile(r"a\d+(?:\[\d+\])?")
@@ -246,21 +246,20 @@ def _access_verdict(fields: dict[str, str], body: str) -> str | None:
 def _pairs(text: str, record_type: str) -> dict[str, str]:
     """The key=value pairs of a record body, the nested msg='...' merged in, values decoded."""
     pairs: dict[str, str] = {}
-    for pair in AUDIT_PAIR.finditer(text):
-        key = pair["key"]
-        if pair["single"] is not None:
+    for key, double, single, bare in AUDIT_PAIR.findall(" " + text):
+        if single:
             if key == "msg":
-                for inner_key, inner_value in _pairs(pair["single"], record_type).items():
+                for inner_key, inner_value in _pairs(single, record_type).items():
                     pairs.setdefault(inner_key, inner_value)
                 continue
-            value = pair["single"]
-        elif pair["double"] is not None:
-            value = pair["double"]
+            pairs[key] = single
+        elif double or not bare:
+            pairs[key] = double  # also a bare or quoted empty value
         else:
-            value = pair["bare"].rstrip()
+            value = bare.rstrip()
             if _encoded(key, record_type) and HEX_VALUE.fullmatch(value):
                 value = _decode_hex(key, value)
-        pairs[key] = value
+            pairs[key] = value
     return pairs
 
 

@@ -45,8 +45,9 @@ CEF_RECORD = re.compile(
     re.DOTALL,
 )
 CEF_START = re.compile(r"(?<![\w])CEF: ?\d+(?:\.\d+)?\|")
-# A key starts after a space (or at the start) and ends at an unescaped '='.
-EXTENSION_KEY = re.compile(r"(?:^|(?<= ))([\w.\[\]]+)=")
+# A key follows a space and ends at an unescaped '='; the extension is searched with a
+# space put in front, which lets the regex engine skip ahead to spaces.
+EXTENSION_KEY = re.compile(r" ([\w.\[\]]+)=")
 HEADER_ESCAPE = re.compile(r"\\([|\\])")
 EXTENSION_ESCAPE = re.compile(r"\\([=\\nr])")
 EXTENSION_UNESCAPED = {"=": "=", "\\": "\\", "n": "\n", "r": "\r"}
@@ -166,26 +167,27 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
         raise ParseError(str(error), record) from error
 
     envelope = parse_header(line[: start.start()], context)
-    document: dict[str, Any] = {"@timestamp": ""}
-    name = unescape_header(match["name"])
+    vendor, product, device_version, signature, name, severity_text = (
+        unescape_header(field) if "\\" in field else field
+        for field in match.group(
+            "vendor", "product", "device_version", "signature", "name", "severity"
+        )
+    )
+    severity_text = severity_text.strip()
     event: dict[str, Any] = {"kind": "event", "dataset": "cef"}
-    signature = unescape_header(match["signature"])
+    document: dict[str, Any] = {"@timestamp": "", "event": event}
     if signature:
         event["code"] = signature
-    severity_text = unescape_header(match["severity"]).strip()
     severity = _severity(severity_text)
     if severity is not None:
         event["severity"] = severity
-    document["event"] = event
-    observer = {
-        key: value
-        for key, value in (
-            ("vendor", unescape_header(match["vendor"])),
-            ("product", unescape_header(match["product"])),
-            ("version", unescape_header(match["device_version"])),
-        )
-        if value
-    }
+    observer = {}
+    if vendor:
+        observer["vendor"] = vendor
+    if product:
+        observer["product"] = product
+    if device_version:
+        observer["version"] = device_version
     if observer:
         document["observer"] = observer
     if name:
@@ -220,19 +222,17 @@ def unescape_extension(text: str) -> str:
 
 def split_extension(text: str) -> dict[str, str]:
     """The `key=value` pairs of a CEF extension (values unescaped, empty ones dropped)."""
-    pairs: dict[str, str] = {}
-    keys = list(EXTENSION_KEY.finditer(text))
-    if not keys:
-        if text.strip():
-            raise ValueError("CEF extension without any key=value pair")
-        return pairs
-    if text[: keys[0].start()].strip():
+    # split() with a capturing group gives [prefix, key, value, key, value, ...].
+    parts = EXTENSION_KEY.split(" " + text)
+    if len(parts) == 1 and text.strip():
+        raise ValueError("CEF extension without any key=value pair")
+    if parts[0].strip():
         raise ValueError(f"CEF extension does not start with key=value: {text[:40]!r}")
-    for index, key in enumerate(keys):
-        end = keys[index + 1].start() if index + 1 < len(keys) else len(text)
-        value = text[key.end() : end].rstrip(" ")
+    pairs: dict[str, str] = {}
+    for key, value in zip(parts[1::2], parts[2::2], strict=True):
+        value = value.rstrip(" ")
         if value:
-            pairs[key[1]] = unescape_extension(value)
+            pairs[key] = unescape_extension(value) if "\\" in value else value
     return pairs
 
 
@@ -322,8 +322,15 @@ def _map_extensions(
     """Put mapped keys into the document; return what goes to `cef.extensions`."""
     custom: dict[str, Any] = {}
     for key, value in extensions.items():
-        if key in EXTENSION_ECS:
-            if not put_ecs_field(document, key, value, context):
+        mapping = EXTENSION_ECS.get(key)
+        if mapping is not None:
+            path, kind = mapping
+            if kind == "str" and (value := value.strip()) and value != "-":  # the common case
+                target = document
+                for part in path[:-1]:
+                    target = target.get(part) or target.setdefault(part, {})
+                target[path[-1]] = value
+            elif not set_converted(document, path, kind, value, context):
                 custom[key] = value
             continue
         if key in RECEIPT_TIME_KEYS:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from collectors.ecs_values import action_verdict, ip_address, mac_address, transport_fields
@@ -47,12 +48,12 @@ NETFILTER_INT_FIELDS = frozenset(
 )
 NETFILTER_INT_FIELDS |= {"TYPE", "CODE", "SEQ", "MTU", "SPI", "UID", "GID"}
 
-# A key starts a word (after whitespace, a comma, a semicolon, a colon or `>`); a bare
-# value runs until the next key that follows whitespace, a comma or a semicolon. Both are
-# found with a one-character lookbehind, so scanning stays linear on hostile lines.
-KEY_START = re.compile(r"(?<![^\s,;:>])([A-Za-z_][\w.\-]*)=")
-NEXT_KEY = re.compile(r"(?<=[\s,;])[A-Za-z_][\w.\-]*=")
-QUOTED_VALUE = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'([^']*)'")
+# A key starts a word (after whitespace, a comma, a semicolon, a colon or `>`); its value
+# is quoted or a bare run up to whitespace or a comma. A bare value that is followed by
+# words before the next key (`time=2026/11/28 10:00:00, x=1`) takes those words too.
+KV_PAIR = re.compile(
+    r"(?<![^\s,;:>])([A-Za-z_][\w.\-]*)=(?:\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|([^\s,;\"']*))"
+)
 _SOURCE_KEYS = "src|srcip|src_ip|src-ip|sip|sourceip|source_ip|source-ip|srcaddr|src_addr|source-address|sourceaddress"
 _DESTINATION_KEYS = "dst|dstip|dst_ip|dst-ip|dip|destip|dest_ip|destinationip|destination_ip|destination-ip|dstaddr|dst_addr|destination-address|destinationaddress"
 SOURCE_KEY = re.compile(rf"(?i)(?:^|[\s,;:>\"])(?:{_SOURCE_KEYS})=")
@@ -274,35 +275,51 @@ def _split_mac(document: dict[str, Any], netfilter: dict[str, Any], mac: str) ->
 def _kv_pairs(line: str) -> dict[str, str]:
     """The key=value pairs of a line; the first occurrence of a key wins."""
     pairs: dict[str, str] = {}
-    position = 0
-    while (key := KEY_START.search(line, position)) is not None:
-        start = key.end()
-        if quoted := QUOTED_VALUE.match(line, start):
-            double, single = quoted.groups()
-            value = double.replace('\\"', '"') if double is not None else single
-            position = quoted.end()
+    bare_key = None  # the key of the previous pair, if its value was bare
+    previous_end = 0
+    for match in KV_PAIR.finditer(line):
+        key, double, single, bare = match.groups()
+        if bare_key is not None:
+            gap = line[previous_end : match.start()].rstrip(" \t,;")
+            if gap.strip(" \t,;"):
+                pairs[bare_key] += gap
+        previous_end = match.end()
+        if key in pairs:
+            bare_key = None
+            continue
+        if double is not None:
+            pairs[key] = double.replace('\\"', '"') if "\\" in double else double
+            bare_key = None
+        elif single is not None:
+            pairs[key] = single
+            bare_key = None
         else:
-            following = NEXT_KEY.search(line, start)
-            position = following.start() if following else len(line)
-            value = line[start:position].rstrip(" \t,;")
-        pairs.setdefault(key[1], value)
+            pairs[key] = bare
+            bare_key = key
+    if bare_key is not None:
+        gap = line[previous_end:].rstrip(" \t,;")
+        if gap.strip(" \t,;"):
+            pairs[bare_key] += gap
     return pairs
 
 
 def _key_values(
     pairs: dict[str, str], envelope: dict[str, Any] | None, context: ParseContext
 ) -> dict[str, Any]:
-    document, event = _base("firewall.kv", envelope, context, pairs)
+    keys = [(key, _normalise(key)) for key in pairs]
+    times = {normalised: pairs[key].strip() for key, normalised in keys if normalised in TIME_KEYS}
+    document, event = _base("firewall.kv", envelope, context, times)
     document["observer"] = {"type": "firewall"}
     unmapped: dict[str, str] = {}
-    for key, value in pairs.items():
-        normalised = _normalise(key)
+    for key, normalised in keys:
         if normalised in TIME_KEYS:
             continue
+        value = pairs[key].strip()
         mapping = KV_FIELDS.get(normalised)
-        mapped = mapping is not None and _put(document, mapping[0], mapping[1], value.strip())
-        if not mapped and value.strip() not in PLACEHOLDERS:
-            unmapped[key.replace(".", "_")] = value
+        if mapping is not None and _put(document, mapping[0], mapping[1], value):
+            continue
+        if value not in PLACEHOLDERS:
+            unmapped[key.replace(".", "_")] = pairs[key]
     if unmapped:
         document["firewall"] = {"kv": unmapped}
     action = str(event.get("action", ""))
@@ -314,6 +331,7 @@ def _key_values(
     return document
 
 
+@lru_cache(maxsize=4096)
 def _normalise(key: str) -> str:
     """The alias-table form of a key: SrcIp, src_ip and src-ip are all srcip."""
     return key.lower().replace("-", "").replace("_", "")
@@ -323,36 +341,35 @@ def _put(document: dict[str, Any], path: tuple[str, ...], kind: str, value: str)
     """Set one mapped key; True also for placeholders (dropped), False when it cannot be set."""
     if value in PLACEHOLDERS:
         return True
-    if path[-1] in _target(document, path[:-1]):
-        return False  # an earlier alias (rule=12 before policy="x") already set it
+    leaf = path[-1]
     converted: Any = value
-    if kind == "address":
+    if kind == "str":
+        pass
+    elif kind == "address":
         if ip_address(value) is None:
-            path = (*path[:-1], "address")
+            leaf = "address"
+    elif kind in ("int", "seconds"):
+        if not value.isdigit():
+            return False
+        converted = int(value) * (1_000_000_000 if kind == "seconds" else 1)
     elif kind == "ip":
         if ip_address(value) is None:
             return False
-    elif kind == "int":
-        if not value.isdigit():
-            return False
-        converted = int(value)
-    elif kind == "seconds":
-        if not value.isdigit():
-            return False
-        converted = int(value) * 1_000_000_000
     elif kind == "mac":
         converted = mac_address(value)
         if converted is None:
             return False
     elif kind == "lower":
         converted = value.lower()
-    elif kind == "country":
-        if value.lower() == "reserved":  # FortiGate's word for private addresses
-            return True
-    elif kind == "transport":
-        _target(document, path[:-1]).update(transport_fields(value))
+    elif kind == "country" and value.lower() == "reserved":
+        return True  # FortiGate's word for private addresses
+    parent = _target(document, path[:-1])
+    if kind == "transport":
+        parent.update(transport_fields(value))
         return True
-    _target(document, path[:-1])[path[-1]] = converted
+    if leaf in parent:
+        return False  # an earlier alias (rule=12 before policy="x") already set it
+    parent[leaf] = converted
     return True
 
 
@@ -370,12 +387,13 @@ def _base(
     dataset: str,
     envelope: dict[str, Any] | None,
     context: ParseContext,
-    pairs: dict[str, str] | None = None,
+    times: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The document and its event, dated from the key=value times, the header or reception."""
     document: dict[str, Any] = {"@timestamp": ""}
     event: dict[str, Any] = {"kind": "event", "category": ["network"], "dataset": dataset}
     document["event"] = event
-    moment = _kv_time(pairs, context) if pairs else None
+    moment = _kv_time(times, context) if times else None
     if moment is not None:
         document["@timestamp"] = format_timestamp(moment)
     elif envelope is not None and "@timestamp" in envelope:
@@ -399,8 +417,8 @@ def _verdict_types(document: dict[str, Any], event: dict[str, Any], verdict: str
         event["type"] = ["info"]
 
 
-def _kv_time(pairs: dict[str, str], context: ParseContext) -> datetime | None:
-    lowered = {_normalise(key): value.strip() for key, value in pairs.items()}
+def _kv_time(lowered: dict[str, str], context: ParseContext) -> datetime | None:
+    """The time given by normalised time keys (eventtime, date+time+tz, time, timestamp)."""
     epoch = lowered.get("eventtime", "")
     if epoch.isdigit():
         digits = len(epoch)
