@@ -37,6 +37,7 @@ def test_sniff_accepts_cef_bare_and_behind_syslog(line: str) -> None:
         "LEEF:1.0|V|P|1|ID|src=1.2.3.4",
         "XCEF:0|V|P|1|100|name|5|",
         "the word CEF: appears here without a header",
+        '{"message": "CEF:0|V|P|1|100|name|5|src=10.0.0.1"}',
         {"CEF": "0"},
     ],
 )

@@ -31,6 +31,7 @@ SSHD = "Nov 28 10:00:01 gw sshd[22]: Accepted publickey for deploy from 198.51.1
         "<190>2026-11-28 10:00:00 USG %%01POLICY/6/X(l):vsys=public, source-ip=1.1.1.1, destination-ip=2.2.2.2",
         "Nov 28 10:00:05 fw traffic: src=10.3.3.3 dst=10.4.4.4 sport=1 dport=2",
         "SrcIp=10.0.0.1 DstIp=10.0.0.2",
+        '<189>date=2026-11-28 time=10:00:03 devname="FG" type="event" subtype="system"',
     ],
 )
 def test_sniff_accepts_firewall_lines(line: str) -> None:

@@ -31,7 +31,13 @@ def test_sniff_accepts_leef(line: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "record", ["CEF:0|V|P|1|2|N|3|", "Nov 28 10:00:00 host app: LEEF is a format", {"a": 1}]
+    "record",
+    [
+        "CEF:0|V|P|1|2|N|3|",
+        "Nov 28 10:00:00 host app: LEEF is a format",
+        '{"message": "LEEF:1.0|V|P|1|ID|src=1.2.3.4"}',
+        {"a": 1},
+    ],
 )
 def test_sniff_rejects_other_records(record: object) -> None:
     assert not leef.sniff(record)  # type: ignore[arg-type]

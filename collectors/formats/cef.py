@@ -147,7 +147,9 @@ NUMERIC_EXTENSIONS = {"cnt": "int", "baseEventCount": "int"}
 
 def sniff(record: Record) -> bool:
     """A line carrying a CEF header, bare or after a syslog header."""
-    return isinstance(record, str) and CEF_START.search(record, 0, 2048) is not None
+    if not isinstance(record, str) or record.lstrip()[:1] in ("{", "["):
+        return False  # JSON that quotes a CEF line in a field is JSON
+    return CEF_START.search(record, 0, 2048) is not None
 
 
 def parse(record: Record, context: ParseContext) -> dict[str, Any]:
@@ -168,7 +170,7 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
 
     envelope = parse_header(line[: start.start()], context)
     vendor, product, device_version, signature, name, severity_text = (
-        unescape_header(field) if "\\" in field else field
+        unescape_header(field)
         for field in match.group(
             "vendor", "product", "device_version", "signature", "name", "severity"
         )

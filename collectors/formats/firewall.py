@@ -43,10 +43,13 @@ PRI_PREFIX = re.compile(r"<\d{1,3}>")
 NETFILTER_START = re.compile(r"(?:^|\s)IN=(?P<in>\S*) OUT=(?P<out>\S*)(?= )")
 KERNEL_PREFIX = re.compile(r"^\s*(?:kernel:\s*)?(?:\[\s*\d+\.\d+\]\s*)?")
 PREFIX_WORDS = re.compile(r"[A-Za-z]+")
+# Decimal netfilter fields (TOS, PREC, RES, MARK are hex and stay strings).
 NETFILTER_INT_FIELDS = frozenset(
-    {"LEN", "TTL", "ID", "TC", "HOPLIMIT", "FLOWLBL", "WINDOW", "URGP"}
-)
-NETFILTER_INT_FIELDS |= {"TYPE", "CODE", "SEQ", "MTU", "SPI", "UID", "GID"}
+    {
+        "LEN", "TTL", "ID", "TC", "HOPLIMIT", "FLOWLBL", "WINDOW", "URGP", "TYPE", "CODE",
+        "SEQ", "MTU", "SPI", "UID", "GID",
+    }
+)  # fmt: skip
 
 # A key starts a word (after whitespace, a comma, a semicolon, a colon or `>`); its value
 # is quoted or a bare run up to whitespace or a comma. A bare value that is followed by
@@ -54,8 +57,22 @@ NETFILTER_INT_FIELDS |= {"TYPE", "CODE", "SEQ", "MTU", "SPI", "UID", "GID"}
 KV_PAIR = re.compile(
     r"(?<![^\s,;:>])([A-Za-z_][\w.\-]*)=(?:\"((?:[^\"\\]|\\.)*)\"|'([^']*)'|([^\s,;\"']*))"
 )
-_SOURCE_KEYS = "src|srcip|src_ip|src-ip|sip|sourceip|source_ip|source-ip|srcaddr|src_addr|source-address|sourceaddress"
-_DESTINATION_KEYS = "dst|dstip|dst_ip|dst-ip|dip|destip|dest_ip|destinationip|destination_ip|destination-ip|dstaddr|dst_addr|destination-address|destinationaddress"
+# The address keys that make a line a key=value firewall line (sniffing is case-blind).
+_SOURCE_KEYS = "|".join(
+    (
+        "src", "srcip", "src_ip", "src-ip", "sip", "sourceip", "source_ip", "source-ip",
+        "srcaddr", "src_addr", "source-address", "sourceaddress",
+    )
+)  # fmt: skip
+_DESTINATION_KEYS = "|".join(
+    (
+        "dst", "dstip", "dst_ip", "dst-ip", "dip", "destip", "dest_ip", "destinationip",
+        "destination_ip", "destination-ip", "dstaddr", "dst_addr", "destination-address",
+        "destinationaddress",
+    )
+)  # fmt: skip
+# FortiGate lines open with the date and time pairs, also in event logs without addresses.
+FORTIGATE_START = re.compile(r"(?:<\d{1,3}>)?date=\d{4}-\d{2}-\d{2} time=\d")
 SOURCE_KEY = re.compile(rf"(?i)(?:^|[\s,;:>\"])(?:{_SOURCE_KEYS})=")
 DESTINATION_KEY = re.compile(rf"(?i)(?:^|[\s,;:>\"])(?:{_DESTINATION_KEYS})=")
 
@@ -118,18 +135,19 @@ KV_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 TIME_KEYS = frozenset({"date", "time", "tz", "eventtime", "timestamp", "logtime", "starttime"})
 PLACEHOLDERS = frozenset({"", "-", "N/A", "n/a", "none"})
-KV_DATE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})")
-KV_TIME = re.compile(r"(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?")
+KV_DATE = re.compile(r"\d{4}[-/]\d{1,2}[-/]\d{1,2}")
 MIN_KV_PAIRS = 3
 # FortiGate's actions for a permitted session that ended, normally or not.
 SESSION_END_ACTIONS = frozenset({"close", "timeout", "server-rst", "client-rst"})
 
 
 def sniff(record: Record) -> bool:
-    """A netfilter packet log line (IN= OUT= ... SRC= DST=) or key=value line with source and destination addresses."""
+    """A netfilter line (IN= OUT= ... SRC= DST=), a FortiGate line, or key=value with both addresses."""
     if not isinstance(record, str):
         return False
     if "SRC=" in record and "DST=" in record and NETFILTER_START.search(record):
+        return True
+    if FORTIGATE_START.match(record):
         return True
     return SOURCE_KEY.search(record) is not None and DESTINATION_KEY.search(record) is not None
 

@@ -86,7 +86,9 @@ TIME_KEYS = frozenset({"devTime", "devTimeFormat"})
 
 def sniff(record: Record) -> bool:
     """A line carrying a LEEF header, bare or after a syslog header."""
-    return isinstance(record, str) and LEEF_START.search(record, 0, 2048) is not None
+    if not isinstance(record, str) or record.lstrip()[:1] in ("{", "["):
+        return False  # JSON that quotes a LEEF line in a field is JSON
+    return LEEF_START.search(record, 0, 2048) is not None
 
 
 def parse(record: Record, context: ParseContext) -> dict[str, Any]:
