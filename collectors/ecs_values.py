@@ -98,6 +98,14 @@ def transport_fields(text: str) -> tuple[tuple[str, str], ...]:
     return (("transport", name), ("iana_number", number)) if number else (("transport", name),)
 
 
+def long_value(text: str) -> int | None:
+    """`text` as an int if it is a plain decimal number that fits Elasticsearch's `long`."""
+    # isdigit() alone also accepts digits int() refuses (superscripts) and other scripts.
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        return int(text)
+    return None
+
+
 def action_verdict(action: str) -> str | None:
     """The ECS event.type ("denied" or "allowed") a device's action word implies, if any."""
     word = action.strip().lower()

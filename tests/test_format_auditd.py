@@ -117,6 +117,8 @@ def test_time_and_serial() -> None:
         "type=SYSCALL msg=audit(1.0:1): msg='" + "a='" * 500,
         "type=SYSCALL msg=audit(1.0:1): \x00=\x00 \x1d\x1d=",
         "type=" + "A" * 5000,
+        "type=SYSCALL msg=audit(1.0:99999999999999999999): pid=\u00b2 ppid=99999999999999999999",
+        "type=EXECVE msg=audit(1.0:1): argc=\u00b2 a\u0661=x",
     ],
 )
 def test_hostile_lines_fail_cleanly(line: str) -> None:

@@ -117,8 +117,17 @@ def test_time_falls_back_to_end_start_syslog_then_reception() -> None:
 
 
 def test_values_that_do_not_fit_ecs_stay_in_extensions() -> None:
-    document = cef.parse("CEF:0|V|P|1|2|N|3|spt=http dvc=not-an-ip src=host.example", CONTEXT)
-    assert document["cef"]["extensions"] == {"spt": "http", "dvc": "not-an-ip"}
+    document = cef.parse(
+        "CEF:0|V|P|1|2|N|3|spt=http dpt=\u00b2 in=99999999999999999999 dvc=not-an-ip "
+        "src=host.example",
+        CONTEXT,
+    )
+    assert document["cef"]["extensions"] == {
+        "spt": "http",
+        "dpt": "\u00b2",
+        "in": "99999999999999999999",
+        "dvc": "not-an-ip",
+    }
     assert document["source"] == {"address": "host.example"}
 
 

@@ -133,6 +133,9 @@ def test_first_alias_wins_and_the_other_is_kept() -> None:
         "srcip=1 dstip=2 date=9999-99-99 time=99:99:99",
         "srcip=1 dstip=2 date=2026-11-28 time=10:00:00 tz=+99:00",
         "\x00srcip=\x00 dstip=\x00",
+        "srcip=1.1.1.1 dstip=2.2.2.2 srcport=\u00b2 sentbyte=99999999999999999999 duration=9"
+        + "9" * 17,
+        "IN= OUT= SRC=1.1.1.1 DST=2.2.2.2 LEN=\u00b2 PROTO=TCP SPT=\u00b3 DPT=99999999999999999999",
     ],
 )
 def test_hostile_lines_fail_cleanly(line: str) -> None:

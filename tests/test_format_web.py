@@ -123,6 +123,9 @@ def test_every_loghub_apache_line_parses() -> None:
         '1.2.3.4 - - [28/Nov/2026:10:00:00 +0000] "' + "\\" * 3001 + '" 200 5',
         "[Fri Nov 28 10:00:00 2026] [core:error] [client " + ":" * 500 + "] x",
         "2026/11/28 10:00:00 [error] 1#1: x, client: " + ", client: " * 300,
+        '1.2.3.4 - - [28/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 ' + "9" * 30,
+        "2026/11/28 10:00:00 [error] " + "9" * 30 + "#1: x, host: h:" + "9" * 30,
+        "[Fri Nov 28 10:00:00 2026] [core:error] [pid \u0661] [client 1.2.3.4:\u00b2] x",
     ],
 )
 def test_hostile_lines_fail_cleanly(line: str) -> None:

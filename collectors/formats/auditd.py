@@ -32,7 +32,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from collectors.ecs_values import ip_address
+from collectors.ecs_values import ip_address, long_value
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from collectors.syslog_envelope import parse_header
 from lianfang.schema import format_timestamp
@@ -197,7 +197,10 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
     else:
         event["type"] = ["info"]
     document: dict[str, Any] = {"@timestamp": format_timestamp(moment), "event": event}
-    log: dict[str, Any] = {"record_type": record_type, "sequence": int(match["serial"])}
+    sequence = long_value(match["serial"])
+    if sequence is None:
+        raise ParseError(f"audit serial out of range: {match['serial'][:40]}", record)
+    log: dict[str, Any] = {"record_type": record_type, "sequence": sequence}
     auditd: dict[str, Any] = {"log": log}
 
     outcome = RESULTS.get(fields.pop("res", "").lower()) or RESULTS.get(
@@ -305,10 +308,11 @@ def _map_fields(
         elif key in ECS_FIELDS:
             path, numeric = ECS_FIELDS[key]
             if numeric:
-                if not value.isdigit():
+                number = long_value(value)
+                if number is None:
                     log[key] = value
                     continue
-                _put(document, path, int(value))
+                _put(document, path, number)
             else:
                 _put(document, path, value)
         elif key == "addr":
@@ -331,8 +335,8 @@ def _map_fields(
             _put(document, ("file", "path" if value.startswith("/") else "name"), value)
         elif record_type == "EXECVE" and EXECVE_ARGUMENT.fullmatch(key) and "[" not in key:
             arguments[int(key[1:])] = value
-        elif key == "argc" and record_type == "EXECVE" and value.isdigit():
-            _put(document, ("process", "args_count"), int(value))
+        elif key == "argc" and record_type == "EXECVE" and long_value(value) is not None:
+            _put(document, ("process", "args_count"), long_value(value))
         elif key == "key":
             log["key"] = value
         else:

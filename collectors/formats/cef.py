@@ -31,7 +31,13 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from collectors.ecs_values import action_verdict, ip_address, mac_address, transport_fields
+from collectors.ecs_values import (
+    action_verdict,
+    ip_address,
+    long_value,
+    mac_address,
+    transport_fields,
+)
 from collectors.formats.syslog import FUTURE_TOLERANCE, MONTHS
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from collectors.syslog_envelope import parse_header
@@ -349,13 +355,14 @@ def _map_extensions(
 
 
 def _typed(value: str, kind: str) -> Any:
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
+    if kind == "int":
+        number = long_value(value)
+        return value if number is None else number
+    if kind == "float":
+        try:
             return float(value)
-    except ValueError:
-        pass
+        except ValueError:
+            pass
     return value
 
 
@@ -386,9 +393,9 @@ def set_converted(
         if ip_address(value) is None:
             return False
     elif kind == "int":
-        if not value.isdigit():
+        converted = long_value(value)
+        if converted is None:
             return False
-        converted = int(value)
     elif kind == "mac":
         converted = mac_address(value)
         if converted is None:

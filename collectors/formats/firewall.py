@@ -32,7 +32,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from collectors.ecs_values import action_verdict, ip_address, mac_address, transport_fields
+from collectors.ecs_values import (
+    action_verdict,
+    ip_address,
+    long_value,
+    mac_address,
+    transport_fields,
+)
 from collectors.formats import syslog
 from collectors.formats.cef import resolve_zone
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
@@ -137,6 +143,8 @@ TIME_KEYS = frozenset({"date", "time", "tz", "eventtime", "timestamp", "logtime"
 PLACEHOLDERS = frozenset({"", "-", "N/A", "n/a", "none"})
 KV_DATE = re.compile(r"\d{4}[-/]\d{1,2}[-/]\d{1,2}")
 MIN_KV_PAIRS = 3
+# event.duration is in nanoseconds and must still fit a long.
+MAX_DURATION_SECONDS = 9_000_000_000
 # FortiGate's actions for a permitted session that ended, normally or not.
 SESSION_END_ACTIONS = frozenset({"close", "timeout", "server-rst", "client-rst"})
 
@@ -231,8 +239,10 @@ def _netfilter(
         endpoint: dict[str, Any] = {}
         if ip_address(ip_fields.get(address_key, "")):
             endpoint["ip"] = ip_fields.pop(address_key)
-        if transport.get(port_key, "").isdigit():
-            endpoint["port"] = int(transport.pop(port_key))
+        port = long_value(transport.get(port_key, ""))
+        if port is not None:
+            endpoint["port"] = port
+            del transport[port_key]
         if endpoint:
             document[side] = endpoint
     mac = ip_fields.pop("MAC", "")
@@ -268,9 +278,8 @@ def _netfilter_values(fields: dict[str, str]) -> dict[str, Any]:
     for key, value in fields.items():
         if value == "":
             continue
-        values[key.lower()] = (
-            int(value) if key in NETFILTER_INT_FIELDS and value.isdigit() else value
-        )
+        number = long_value(value) if key in NETFILTER_INT_FIELDS else None
+        values[key.lower()] = value if number is None else number
     return values
 
 
@@ -367,9 +376,10 @@ def _put(document: dict[str, Any], path: tuple[str, ...], kind: str, value: str)
         if ip_address(value) is None:
             leaf = "address"
     elif kind in ("int", "seconds"):
-        if not value.isdigit():
+        number = long_value(value)
+        if number is None or (kind == "seconds" and number > MAX_DURATION_SECONDS):
             return False
-        converted = int(value) * (1_000_000_000 if kind == "seconds" else 1)
+        converted = number * 1_000_000_000 if kind == "seconds" else number
     elif kind == "ip":
         if ip_address(value) is None:
             return False
@@ -438,7 +448,7 @@ def _verdict_types(document: dict[str, Any], event: dict[str, Any], verdict: str
 def _kv_time(lowered: dict[str, str], context: ParseContext) -> datetime | None:
     """The time given by normalised time keys (eventtime, date+time+tz, time, timestamp)."""
     epoch = lowered.get("eventtime", "")
-    if epoch.isdigit():
+    if epoch.isascii() and epoch.isdigit():
         digits = len(epoch)
         scale = 1 if digits <= 10 else 1e3 if digits <= 13 else 1e6 if digits <= 16 else 1e9
         try:

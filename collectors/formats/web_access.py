@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from collectors.ecs_values import ip_address
+from collectors.ecs_values import ip_address, long_value
 from collectors.formats.syslog import MONTHS
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from lianfang.schema import format_timestamp
@@ -98,14 +98,14 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
     if match["vhost"]:
         url = document.setdefault("url", {})
         url.setdefault("domain", match["vhost"])
-        url.setdefault("port", int(match["vport"]))
+        url.setdefault("port", _number(match["vport"]))
 
     response: dict[str, Any] = {}
     if match["status"] != "-":
         status = int(match["status"])
         response["status_code"] = status
         event["outcome"] = "failure" if status >= 400 else "success"
-    response["body"] = {"bytes": 0 if match["bytes"] == "-" else int(match["bytes"])}
+    response["body"] = {"bytes": 0 if match["bytes"] == "-" else _number(match["bytes"])}
     http["response"] = response
     referrer = match["referrer"]
     if referrer and referrer != "-":
@@ -126,6 +126,13 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
     if web_access:
         document["web_access"] = web_access
     return document
+
+
+def _number(text: str) -> int:
+    number = long_value(text)
+    if number is None:
+        raise ParseError(f"number out of range: {text[:40]}")
+    return number
 
 
 def _unescape(text: str) -> str:

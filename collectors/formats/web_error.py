@@ -20,7 +20,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from collectors.ecs_values import ip_address
+from collectors.ecs_values import ip_address, long_value
 from collectors.formats.syslog import MONTHS
 from collectors.formats.web_access import REQUEST_LINE, url_fields
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
@@ -101,15 +101,22 @@ def _local_time(match: re.Match[str], month: int, context: ParseContext) -> date
         raise ParseError(f"impossible date in error log line: {error}") from error
 
 
+def _number(text: str) -> int:
+    number = long_value(text)
+    if number is None:
+        raise ParseError(f"number out of range: {text[:40]}")
+    return number
+
+
 def _nginx(match: re.Match[str], context: ParseContext) -> dict[str, Any]:
     document = _base(
         match["level"], "nginx.error", _local_time(match, int(match["month"]), context)
     )
-    document["process"] = {"pid": int(match["pid"]), "thread": {"id": int(match["tid"])}}
+    document["process"] = {"pid": _number(match["pid"]), "thread": {"id": _number(match["tid"])}}
     message = match["message"]
     nginx: dict[str, Any] = {}
     if match["connection"]:
-        nginx["connection_id"] = int(match["connection"])
+        nginx["connection_id"] = _number(match["connection"])
     start = message.find(", client: ")
     if start >= 0:
         for pair in NGINX_CONTEXT.finditer(message, start):
@@ -140,9 +147,9 @@ def _nginx_context(document: dict[str, Any], nginx: dict[str, Any], key: str, va
     elif key == "host":
         url = document.setdefault("url", {})
         host, _, port = value.rpartition(":")
-        if port.isdigit() and host and (":" not in host or host.startswith("[")):
+        if long_value(port) is not None and host and (":" not in host or host.startswith("[")):
             url["domain"] = host.strip("[]")
-            url["port"] = int(port)
+            url["port"] = long_value(port)
         else:
             url["domain"] = value.strip("[]")
     elif key == "referrer":
@@ -160,9 +167,9 @@ def _apache(match: re.Match[str], context: ParseContext) -> dict[str, Any]:
     if match["module"]:
         apache["module"] = match["module"]
     if match["pid"]:
-        process: dict[str, Any] = {"pid": int(match["pid"])}
+        process: dict[str, Any] = {"pid": _number(match["pid"])}
         if match["tid"]:
-            process["thread"] = {"id": int(match["tid"])}
+            process["thread"] = {"id": _number(match["tid"])}
         document["process"] = process
     if match["source_file"]:
         apache["source_file"] = match["source_file"]
@@ -172,8 +179,8 @@ def _apache(match: re.Match[str], context: ParseContext) -> dict[str, Any]:
         ip, port = client, None
         if match["module"] is not None or match["pid"]:
             host, _, port_text = client.rpartition(":")
-            if host and port_text.isdigit():
-                ip, port = host, int(port_text)
+            if host and long_value(port_text) is not None:
+                ip, port = host, long_value(port_text)
         source: dict[str, Any] = {"ip": ip} if ip_address(ip) else {"address": ip}
         if port is not None:
             source["port"] = port
