@@ -74,12 +74,14 @@ class IngestPipeline:
         self.normaliser = normaliser
         self.dead_letters = dead_letters
         self.fixed_format = log_format
+        # Kept across calls, so a stream fed chunk by chunk is detected once.
+        self.detected_format: LogFormat | None = None
         self.context = context or ParseContext()
         self.report = IngestReport()
 
     def events(self, records: Iterable[tuple[Record, Origin]]) -> Iterable[Event]:
         """Parse and normalise; failures go to the dead-letter file as they happen."""
-        log_format = self.fixed_format
+        log_format = self.fixed_format or self.detected_format
         pending: list[tuple[Record, Origin]] = []
         for record, origin in records:
             self.report.read += 1
@@ -104,7 +106,8 @@ class IngestPipeline:
 
     def _detect(self, pending: list[tuple[Record, Origin]]) -> LogFormat | None:
         try:
-            return detect_format(record for record, _ in pending)
+            self.detected_format = detect_format(record for record, _ in pending)
+            return self.detected_format
         except UnknownFormat as error:
             for record, origin in pending:
                 self._reject(record, origin, str(error))

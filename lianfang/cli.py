@@ -467,8 +467,10 @@ def collect_files(
     import signal
     import threading
 
+    from collectors.asset_inventory import AssetInventoryError
     from collectors.formats import UnknownFormat
     from collectors.inputs.file_follow import find_files
+    from collectors.masking import MaskingKeyMissing
     from collectors.normalise import Department
     from collectors.runtime import CollectorRuntime, CollectorSnapshot
     from collectors.spool import SpoolLocked
@@ -495,7 +497,7 @@ def collect_files(
             format_name=format_name,
             department=owner,
         )
-    except (UnknownFormat, SpoolLocked) as error:
+    except (UnknownFormat, SpoolLocked, AssetInventoryError, MaskingKeyMissing) as error:
         fail(str(error), EXIT_USAGE)
         return
     for signal_number in (signal.SIGINT, signal.SIGTERM):
