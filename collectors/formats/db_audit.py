@@ -388,8 +388,7 @@ def _parse_percona(audit: dict[str, Any], record: Record) -> dict[str, Any]:
         audit["command_class"] = command_class
     if name:
         audit["name"] = name
-    kept = {key: value for key, value in audit.items() if value not in (None, "")}
-    document["mysql"] = {"audit": kept}
+    document["mysql"] = {"audit": _without_placeholders(audit)}
     return document
 
 
@@ -444,8 +443,19 @@ def _parse_mysql_enterprise(audit: dict[str, Any], record: Record) -> dict[str, 
                 connection_data["connection_attributes"], ensure_ascii=False, separators=(",", ":")
             ),
         }
-    document["mysql"] = {"audit": audit}
+    document["mysql"] = {"audit": _without_placeholders(audit)}
     return document
+
+
+def _without_placeholders(value: dict[str, Any]) -> dict[str, Any]:
+    """The object without empty strings and nulls (MySQL writes "" for "not known")."""
+    cleaned: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _without_placeholders(item)
+        if item not in (None, "", {}):
+            cleaned[key] = item
+    return cleaned
 
 
 def _text(value: Any) -> str | None:

@@ -122,7 +122,9 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
     annotations = audit.get("annotations")
     if isinstance(annotations, dict):
         audit_fields["annotations"] = {
-            str(key).replace(".", "_"): value for key, value in annotations.items()
+            str(key).replace(".", "_"): value
+            for key, value in annotations.items()
+            if value not in (None, "")
         }
     document["kubernetes"] = {"audit": audit_fields}
     return document
