@@ -72,6 +72,6 @@ def _parse_cached(
     try:
         # The trailing space stands in for the (removed) payload the syslog regexes expect.
         document = syslog.parse(header + " ", ParseContext(timezone=timezone, received=received))
-    except ParseError:
+    except (ParseError, ValueError):  # ValueError: syslog's int() of odd digits ("[²2]")
         return None
     return document["@timestamp"], document["log"]["syslog"], document.get("host")

@@ -173,7 +173,7 @@ def parse(record: Record, context: ParseContext) -> dict[str, Any]:
         try:
             envelope = syslog_document = syslog.parse(line, context)
             body = syslog_document.get("message", "")
-        except ParseError:
+        except (ParseError, ValueError):  # ValueError: syslog's int() of odd digits ("[²2]")
             pass
     elif pri := PRI_PREFIX.match(line):  # FortiGate sends `<189>date=...` without a header
         envelope = parse_header(pri[0], context)
