@@ -87,7 +87,7 @@ def transport_fields(text: str) -> tuple[tuple[str, str], ...]:
     value = text.strip().lower()
     if not value:
         return ()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         number = str(int(value))
         name = IANA_TRANSPORTS.get(number)
         return (

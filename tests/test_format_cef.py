@@ -139,6 +139,7 @@ def test_values_that_do_not_fit_ecs_stay_in_extensions() -> None:
         "CEF:0|V|P|1|2|N|3|rt=" + "1" * 400,
         "\x00CEF:0|\x00|\x00|\x00|\x00|\x00|\x00|\x00=\x00",
         "CEF:0|V|P|1|2|N|3|=novalue",
+        "CEF:0|V|P|1|2|N|\u00b2|rt=1\u00b2 proto=\u00b2",
     ],
 )
 def test_hostile_lines_fail_cleanly(line: str) -> None:

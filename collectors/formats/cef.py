@@ -247,7 +247,7 @@ def split_extension(text: str) -> dict[str, str]:
 def parse_device_time(text: str, context: ParseContext) -> datetime:
     """A CEF/LEEF time: epoch seconds or milliseconds, a CEF date form, or ISO 8601."""
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         try:
             return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
@@ -318,7 +318,7 @@ def _cef_date(match: re.Match[str], context: ParseContext) -> datetime:
 
 
 def _severity(text: str) -> int | None:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         value = int(text)
         return value if value <= 10 else None
     return SEVERITY_WORDS.get(text.lower())
