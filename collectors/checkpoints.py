@@ -15,7 +15,9 @@ generations of a log never share ids even when they hold identical lines. The na
 persisted before any of the file's events are, so it is the same after a crash.
 
 Everything lives in one JSON file, `<home>/checkpoints/checkpoints.json`, replaced
-atomically (temporary file, fsync, rename) on every change.
+atomically (temporary file, fsync, rename): at once when a file is registered, renamed or
+forgotten, and at most every `sync_seconds` (and on `sync`) for advancing offsets, since
+an offset persisted a little late only means a few lines read again.
 """
 
 from __future__ import annotations
@@ -210,17 +212,28 @@ class CheckpointStore:
             if self._by_source.pop(source, None) is not None:
                 self._save()
 
-    def forget_idle(self, older_than_seconds: float, keep: set[str]) -> list[str]:
-        """Drop checkpoints not updated for that long, except `keep`; returns their sources."""
+    def forget_vanished(self, older_than_seconds: float) -> list[str]:
+        """Drop checkpoints idle that long whose file is no longer at its recorded path.
+
+        A file still at its path keeps its checkpoint however old (forgetting it would
+        read it again as a new generation, with new ids); a rotated file renamed out of
+        sight is forgotten once it has been idle that long. Returns the dropped sources.
+        """
         cutoff = time.time() - older_than_seconds
         with self._lock:
-            stale = [
-                source
-                for source, checkpoint in self._by_source.items()
-                if checkpoint.updated < cutoff and source not in keep
-            ]
-            for source in stale:
-                del self._by_source[source]
-            if stale:
+            candidates = [c for c in self._by_source.values() if c.updated < cutoff]
+        vanished = []
+        for checkpoint in candidates:
+            try:
+                status = os.stat(checkpoint.path)
+                present = (status.st_dev, status.st_ino) == (checkpoint.device, checkpoint.inode)
+            except OSError:
+                present = False
+            if not present:
+                vanished.append(checkpoint.source)
+        with self._lock:
+            for source in vanished:
+                self._by_source.pop(source, None)
+            if vanished:
                 self._save()
-        return stale
+        return vanished

@@ -253,12 +253,13 @@ class CollectorRuntime:
         failed_before = pipeline.report.parse_failed
         records = ((line.text, Origin(chunk.source, line.offset)) for line in chunk.lines)
         events = self._enriched(pipeline.events(records), counters)
-        counters.read = pipeline.report.read
-        counters.parsed = pipeline.report.parsed
-        counters.skipped = pipeline.report.skipped
-        counters.failed += pipeline.report.parse_failed - failed_before
         found = self.log_format or pipeline.detected_format
-        counters.format = found.name if found else None
+        with self._inputs_lock:
+            counters.read = pipeline.report.read
+            counters.parsed = pipeline.report.parsed
+            counters.skipped = pipeline.report.skipped
+            counters.failed += pipeline.report.parse_failed - failed_before
+            counters.format = found.name if found else None
         try:
             self.spool.put(
                 events,
@@ -267,7 +268,8 @@ class CollectorRuntime:
             )
         except SpoolFull:
             return False  # stopping: these lines are read again from the checkpoint
-        counters.spooled += len(events)
+        with self._inputs_lock:
+            counters.spooled += len(events)
         return True
 
     def _enriched(self, events: Iterable[Event], counters: InputCounters) -> list[Event]:
@@ -284,7 +286,8 @@ class CollectorRuntime:
                     reason=f"{type(error).__name__}: {error}",
                     input=event.document.get("event", {}).get("original"),
                 )
-                counters.failed += 1
+                with self._inputs_lock:
+                    counters.failed += 1
         return enriched
 
     def _pipeline_for(self, chunk: FileChunk) -> IngestPipeline:
@@ -377,7 +380,8 @@ class CollectorRuntime:
             offset = int(batch.ack["offset"])
             self.checkpoints.advance(source, offset)
             counters = self._counters_for(source)
-            counters.acknowledged_offset = max(counters.acknowledged_offset, offset)
+            with self._inputs_lock:
+                counters.acknowledged_offset = max(counters.acknowledged_offset, offset)
         self.spool.ack(batch)
         return True
 
@@ -393,9 +397,10 @@ class CollectorRuntime:
         if source is None:
             return
         counters = self._counters_for(source)
-        counters.indexed += report.indexed
-        counters.duplicates += report.duplicates
-        counters.failed += report.dead_lettered
+        with self._inputs_lock:
+            counters.indexed += report.indexed
+            counters.duplicates += report.duplicates
+            counters.failed += report.dead_lettered
 
     def _note_error(self, message: str, source: str | None = None) -> None:
         self._last_error = message[:1000]
@@ -417,6 +422,9 @@ class CollectorRuntime:
             inputs = list(self._inputs.values())
             for counters in inputs:
                 item = progress.get(counters.source)
+                read_error = self.follower.errors.get(counters.source)
+                if read_error is not None:
+                    counters.last_error = read_error
                 if item is not None:
                     counters.offset = item.offset
                     counters.size = item.size

@@ -7,9 +7,12 @@ collector: the file checkpoint that becomes valid once the batch is in Elasticse
 Each batch is fsync'd before `put` returns, so a batch that was put survives a crash.
 
 The sender takes batches in order with `get` and calls `ack` once Elasticsearch has them;
-the acknowledged position is persisted in `position.json` and segments wholly behind it
-are deleted. A batch taken but not acknowledged is delivered again after a restart (ids
-are deterministic, so Elasticsearch reports the copy as a duplicate).
+the acknowledged position is persisted in `position.json` (at most every `sync_seconds`,
+and on `sync`/`close`) and segments wholly behind it are then deleted. A batch taken but
+not acknowledged, or acknowledged after the last persisted position, is delivered again
+after a restart (ids are deterministic, so Elasticsearch reports the copy as a duplicate).
+The last few batches put are also handed to `get` from memory, so a sender that keeps up
+does not read them back from disk.
 
 A crash in the middle of a `put` leaves an incomplete batch (a torn line, or event lines
 without their marker) at the end of the last segment; reopening detects it, logs it, and

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".7z")
 READ_BYTES = MAX_LINE_BYTES + 1  # one read always tells whether a line is overlong
 DEFAULT_CHUNK_LINES = 2000
+# Checkpoints of files gone from their path are dropped after this long without progress.
+FORGET_VANISHED_AFTER = 7 * 24 * 3600.0
+CLEANUP_EVERY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,9 @@ class FileFollower:
         self._closed: list[FileProgress] = []
         self._newly_closed: list[str] = []
         self._last_scan: float | None = None
+        self._last_cleanup: float | None = None
         self._lock = threading.Lock()
+        self.errors: dict[str, str] = {}  # the last read error of each source
 
     # ------------------------------------------------------------------ discovery
 
@@ -205,12 +210,27 @@ class FileFollower:
         """Scan if due, then read at most one chunk from each open file."""
         with self._lock:
             self._scan()
+            self._clean_up_checkpoints()
             chunks = []
             for opened in list(self._open.values()):
-                chunk = self._read(opened)
+                try:
+                    chunk = self._read(opened)
+                except OSError as error:  # one unreadable file must not stop the others
+                    log.warning("cannot read %s: %s; closing it", opened.path, error)
+                    self.errors[opened.source] = f"{type(error).__name__}: {error}"
+                    self._close(opened)
+                    continue
                 if chunk is not None:
                     chunks.append(chunk)
             return chunks
+
+    def _clean_up_checkpoints(self) -> None:
+        now = self.clock()
+        if self._last_cleanup is not None and now - self._last_cleanup < CLEANUP_EVERY:
+            return
+        self._last_cleanup = now
+        for source in self.checkpoints.forget_vanished(FORGET_VANISHED_AFTER):
+            log.info("forgot the checkpoint of %s: its file is gone", source)
 
     def _read(self, opened: _OpenFile) -> FileChunk | None:
         status = os.fstat(opened.descriptor)
@@ -283,11 +303,14 @@ class FileFollower:
         if self.follow and not self._detached_long_enough(opened):
             return
         deleted = os.fstat(opened.descriptor).st_nlink == 0
+        self._close(opened)
+        if deleted:  # a renamed file keeps its checkpoint: a glob may find it again
+            self.checkpoints.forget(opened.source)
+
+    def _close(self, opened: _OpenFile) -> None:
         os.close(opened.descriptor)
         del self._open[opened.key]
         self._remember_closed(opened)
-        if deleted:  # a renamed file keeps its checkpoint: a glob may find it again
-            self.checkpoints.forget(opened.source)
 
     def _remember_closed(self, opened: _OpenFile) -> None:
         progress = opened.progress()
