@@ -300,17 +300,14 @@ class ExceptionStore:
             size=LIST_LIMIT,
             query={"term": {"record_type": EXCEPTION_RECORD}},
             sort=[{"created_at": "asc"}],
-            aggs={
-                "suppressions": {
-                    "filter": {"term": {"record_type": SUPPRESSION_RECORD}},
-                    "aggs": {"by": {"terms": {"field": "exception_id", "size": LIST_LIMIT}}},
-                }
-            },
         )
-        counts = {
-            b["key"]: b["doc_count"]
-            for b in response["aggregations"]["suppressions"]["by"]["buckets"]
-        }
+        tally = self.client.search(
+            index=self.index,
+            size=0,
+            query={"term": {"record_type": SUPPRESSION_RECORD}},
+            aggs={"by": {"terms": {"field": "exception_id", "size": LIST_LIMIT}}},
+        )
+        counts = {b["key"]: b["doc_count"] for b in tally["aggregations"]["by"]["buckets"]}
         entries = [ExceptionEntry.from_document(hit["_source"]) for hit in response["hits"]["hits"]]
         for entry in entries:
             entry.suppressed = counts.get(entry.id, 0)

@@ -6,8 +6,8 @@ upserts the alerts. Detectors come from sources, each a function
 `load(context) -> DetectorLoad` registered under a name:
 
 * `behavioural`: the YAML rules (detection/behavioural_detectors.py);
-* `sigma`: `detection/sigma_rules.py`, when that module exists and defines
-  `load_detectors(context: DetectorContext) -> DetectorLoad`.
+* `sigma`: `detection/sigma_rules.py` (or the `detection.sigma` package), when it exists
+  and defines `load_detectors(context: DetectorContext) -> DetectorLoad`.
 
 A source that fails to load is reported with its reason; the others still run.
 """
@@ -70,8 +70,8 @@ class DetectorLoad:
 
 
 DetectorSource = Callable[[DetectorContext], DetectorLoad]
-# Optional sources: name -> module that defines `load_detectors`, built by other parts.
-OPTIONAL_SOURCES = {"sigma": "detection.sigma_rules"}
+# Optional sources: name -> modules that may define `load_detectors` (the first one that does).
+OPTIONAL_SOURCES = {"sigma": ("detection.sigma_rules", "detection.sigma")}
 
 
 class UnknownDetectorSource(KeyError):
@@ -91,20 +91,24 @@ def detector_sources() -> dict[str, DetectorSource]:
     from detection.behavioural_detectors import load_behavioural_detectors
 
     sources: dict[str, DetectorSource] = {"behavioural": load_behavioural_detectors}
-    for name, module_name in OPTIONAL_SOURCES.items():
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        sources[name] = _optional_source(module_name)
+    for name, module_names in OPTIONAL_SOURCES.items():
+        for module_name in module_names:
+            if importlib.util.find_spec(module_name) is None:
+                continue
+            try:
+                loader = getattr(importlib.import_module(module_name), "load_detectors", None)
+            except Exception as error:  # a broken optional part is reported, not fatal
+                sources[name] = _broken_source(module_name, error)
+                break
+            if callable(loader):
+                sources[name] = loader
+                break
     return sources
 
 
-def _optional_source(module_name: str) -> DetectorSource:
+def _broken_source(module_name: str, error: Exception) -> DetectorSource:
     def load(context: DetectorContext) -> DetectorLoad:
-        module = importlib.import_module(module_name)
-        loader = getattr(module, "load_detectors", None)
-        if loader is None:
-            return DetectorLoad(problems=[f"{module_name} defines no load_detectors(context)"])
-        return loader(context)
+        return DetectorLoad(problems=[f"cannot import {module_name}: {error}"])
 
     return load
 

@@ -403,24 +403,44 @@ class RuleExecutor:
     def _composite(
         self, query: dict[str, Any], sources: list[dict[str, Any]], aggs: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
-        after: dict[str, Any] | None = None
-        while True:
-            composite: dict[str, Any] = {"size": COMPOSITE_PAGE, "sources": sources}
-            if after is not None:
-                composite["after"] = after
+        for _, bucket in self._composites(query, [sources], aggs):
+            yield bucket
+
+    def _composites(
+        self, query: dict[str, Any], grids: list[list[dict[str, Any]]], aggs: dict[str, Any]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Buckets of several composite aggregations over one query, paged together.
+
+        The hopping grids of a threshold rule share one request per page instead of one
+        request each.
+        """
+        afters: dict[int, dict[str, Any] | None] = dict.fromkeys(range(len(grids)))
+        while afters:
+            request: dict[str, Any] = {}
+            for number, after in afters.items():
+                composite: dict[str, Any] = {"size": COMPOSITE_PAGE, "sources": grids[number]}
+                if after is not None:
+                    composite["after"] = after
+                request[f"grid{number}"] = {"composite": composite, "aggs": aggs}
             response = self.client.search(
                 index=self.events_index,
                 size=0,
                 query=query,
-                aggs={"groups": {"composite": composite, "aggs": aggs}},
+                aggs=request,
                 allow_partial_search_results=False,
                 ignore_unavailable=True,
             )
-            groups = response.get("aggregations", {}).get("groups", {})
-            yield from groups.get("buckets", [])
-            after = groups.get("after_key")
-            if after is None or not groups.get("buckets"):
-                return
+            results = response.get("aggregations", {})
+            for number in list(afters):
+                result = results.get(f"grid{number}", {})
+                buckets = result.get("buckets", [])
+                for bucket in buckets:
+                    yield number, bucket
+                after = result.get("after_key")
+                if after is None or len(buckets) < COMPOSITE_PAGE:
+                    del afters[number]
+                else:
+                    afters[number] = after
 
     def _msearch(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         responses: list[dict[str, Any]] = []
@@ -455,7 +475,7 @@ class RuleExecutor:
         timing = {n for n, m in rule.metrics.items() if m.kind in ("interval_cv", "interval_mean")}
         aggs = metric_aggregations(rule.metrics, plan.parameters)
         offsets = [0, window_seconds // 2] if window_seconds >= 2 else [0]
-        hits: list[RuleHit] = []
+        grids = []
         for offset in offsets:
             histogram: dict[str, Any] = {
                 "field": "@timestamp",
@@ -463,25 +483,26 @@ class RuleExecutor:
             }
             if offset:
                 histogram["offset"] = f"+{offset}s"
-            sources = [*group_sources(rule), {"w": {"date_histogram": histogram}}]
-            for bucket in self._composite(query, sources, aggs):
-                values = read_metrics(bucket, rule.metrics)
-                if not conditions_hold(plan, values, skip=frozenset(timing)):
-                    continue
-                organization, group = self._split_key(rule, bucket["key"])
-                window_start = datetime.fromtimestamp(bucket["key"]["w"] / 1000, UTC)
-                hits.append(
-                    RuleHit(
-                        organization_id=organization,
-                        group=group,
-                        first_seen=_epoch(bucket["first"]["value"]),
-                        last_seen=_epoch(bucket["last"]["value"]),
-                        count=int(bucket["doc_count"]),
-                        metrics=values,
-                        window_start=max(window_start, start),
-                        window_end=min(window_start + rule.window, end),
-                    )
+            grids.append([*group_sources(rule), {"w": {"date_histogram": histogram}}])
+        hits: list[RuleHit] = []
+        for _, bucket in self._composites(query, grids, aggs):
+            values = read_metrics(bucket, rule.metrics)
+            if not conditions_hold(plan, values, skip=frozenset(timing)):
+                continue
+            organization, group = self._split_key(rule, bucket["key"])
+            window_start = datetime.fromtimestamp(bucket["key"]["w"] / 1000, UTC)
+            hits.append(
+                RuleHit(
+                    organization_id=organization,
+                    group=group,
+                    first_seen=_epoch(bucket["first"]["value"]),
+                    last_seen=_epoch(bucket["last"]["value"]),
+                    count=int(bucket["doc_count"]),
+                    metrics=values,
+                    window_start=max(window_start, start),
+                    window_end=min(window_start + rule.window, end),
                 )
+            )
         if timing:
             hits = self._apply_timing(plan, query, hits, timing)
         hits = merge_overlapping(hits)[:MAX_CANDIDATES]
