@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 LIANFANG := $(BIN)/lianfang
 INSTALLED := $(VENV)/.installed
 DEMO_DIR := .lianfang/demo
+# Personal-data masking needs a key; a local one is generated once (mode 0600) unless
+# LIANFANG_MASKING_KEY is already set.
+MASKING_KEY_FILE := .lianfang/masking.key
+WITH_KEY = LIANFANG_MASKING_KEY="$${LIANFANG_MASKING_KEY:-$$(cat $(MASKING_KEY_FILE))}"
 
 .PHONY: install run test test-fast lint format es-start es-stop demo benchmarks clean
 
@@ -40,11 +44,15 @@ es-start: $(INSTALLED)
 es-stop: $(INSTALLED)
 	$(LIANFANG) es stop
 
-demo: es-start
-	$(LIANFANG) demo load --out $(DEMO_DIR)
+$(MASKING_KEY_FILE):
+	mkdir -p $(dir $@)
+	umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(32))" > $@
+
+demo: es-start $(MASKING_KEY_FILE)
+	$(WITH_KEY) $(LIANFANG) demo load --out $(DEMO_DIR)
 
 run: demo
-	$(LIANFANG) serve
+	$(WITH_KEY) $(LIANFANG) serve
 
 benchmarks: es-start
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done

@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from collectors.enrichment import build_enrichment_stages, dead_letter_file_for
 from collectors.formats import get_format
 from collectors.inputs.text_lines import read_file_lines, read_lines
 from collectors.log_format import ParseContext, Record
+from collectors.masking import MaskingPolicy
 from collectors.normalise import Department, Normaliser
 from collectors.parquet_archive import ParquetArchive, read_archive_records
 from collectors.pipeline import IngestPipeline, IngestReport
@@ -58,13 +60,18 @@ def ingest_records(
     archive: ParquetArchive | None = None,
 ) -> tuple[IngestReport, DeadLetterFile]:
     """Parse, normalise and bulk-write records; returns the counters and the dead-letter file."""
+    department_id = department.id if department else None
+    masking = MaskingPolicy.from_settings(settings)
+    # Configuration errors (no masking key, a broken asset inventory) surface before any input.
+    stages = build_enrichment_stages(settings, department_id, masking=masking)
+    dead_letters = dead_letter_file_for(settings, department_id, masking)
     store.install_templates()
-    dead_letters = DeadLetterFile(settings.dead_letter_dir)
     pipeline = IngestPipeline(
         normaliser=Normaliser(keep_original=settings.keep_original, department=department),
         dead_letters=dead_letters,
         log_format=get_format(format_name) if format_name else None,
         context=ParseContext(timezone=ZoneInfo(settings.timezone)),
+        stages=stages,
     )
     writer = BulkWriter(
         store.client,

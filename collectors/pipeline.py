@@ -7,10 +7,11 @@ header, or written to the dead-letter file with the reason. Nothing is dropped s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from collectors.enrichment import Stage, enrich
 from collectors.formats import UnknownFormat, detect_format
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from collectors.normalise import Normaliser
@@ -70,8 +71,10 @@ class IngestPipeline:
         dead_letters: DeadLetterFile,
         log_format: LogFormat | None = None,
         context: ParseContext | None = None,
+        stages: Sequence[Stage] = (),
     ) -> None:
         self.normaliser = normaliser
+        self.stages = stages
         self.dead_letters = dead_letters
         self.fixed_format = log_format
         # Kept across calls, so a stream fed chunk by chunk is detected once.
@@ -130,6 +133,11 @@ class IngestPipeline:
             event = self.normaliser(document, original, origin, datetime.now(UTC))
         except (KeyError, ValueError, TypeError) as error:
             self._reject(record, origin, f"normalise: {error}")
+            return
+        try:
+            event = enrich(event, self.stages)
+        except Exception as error:  # an enrichment bug must cost one record, not the pipeline
+            self._reject(record, origin, f"enrich: {type(error).__name__}: {error}")
             return
         self.report.parsed += 1
         self.report.formats[log_format.name] = self.report.formats.get(log_format.name, 0) + 1

@@ -164,8 +164,10 @@ def ingest(
     as_json: bool,
 ) -> None:
     """Read log files, Parquet archives or stdin (-), normalise them to ECS and index them."""
+    from collectors.asset_inventory import AssetInventoryError
     from collectors.file_ingest import STDIN, file_records, ingest_records
     from collectors.formats import UnknownFormat
+    from collectors.masking import MaskingKeyMissing
     from collectors.normalise import Department
     from collectors.parquet_archive import ParquetArchive
     from lianfang.bulk_writer import BulkDeliveryError
@@ -205,7 +207,7 @@ def ingest(
                     department=owner,
                     archive=archive,
                 )
-            except UnknownFormat as error:
+            except (UnknownFormat, MaskingKeyMissing, AssetInventoryError) as error:
                 fail(str(error), EXIT_USAGE)
                 return
             except (BulkDeliveryError, StoreUnavailable) as error:
@@ -702,8 +704,10 @@ def demo_load(
     import time
     from datetime import date
 
+    from collectors.asset_inventory import AssetInventoryError
     from collectors.demo_day import DemoSpec, generate_demo_day
     from collectors.file_ingest import file_records, ingest_records
+    from collectors.masking import MaskingKeyMissing
     from collectors.normalise import Department
     from lianfang.bulk_writer import BulkDeliveryError
     from lianfang.store import EventStore, StoreUnavailable
@@ -735,6 +739,9 @@ def demo_load(
             )
         except (BulkDeliveryError, StoreUnavailable) as error:
             fail(f"{item['path']}: {error}", EXIT_UNAVAILABLE)
+            return
+        except (MaskingKeyMissing, AssetInventoryError) as error:
+            fail(str(error), EXIT_USAGE)
             return
         for key in totals:
             totals[key] += getattr(report, key)

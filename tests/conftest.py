@@ -17,6 +17,7 @@ from lianfang import local_node
 from lianfang.settings import Settings, load_settings
 from lianfang.store import EventStore, IndexNames, connect
 
+TEST_MASKING_KEY = "test-masking-key-not-a-secret"
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
@@ -39,7 +40,12 @@ def cluster_url() -> Iterator[str]:
 def settings(cluster_url: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test cluster, with a private index prefix and home directory."""
     prefix = f"lftest-{uuid.uuid4().hex[:10]}"
-    return load_settings(es_url=cluster_url, index_prefix=prefix, home_dir=tmp_path / "home")
+    return load_settings(
+        es_url=cluster_url,
+        index_prefix=prefix,
+        home_dir=tmp_path / "home",
+        masking_key=TEST_MASKING_KEY,
+    )
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def run_cli(
         "LIANFANG_ES_URL": settings.es_url or "",
         "LIANFANG_INDEX_PREFIX": settings.index_prefix,
         "LIANFANG_HOME_DIR": str(settings.home_dir),
+        "LIANFANG_MASKING_KEY": settings.masking_key.get_secret_value(),
     }
     return subprocess.run(
         [sys.executable, "-m", "lianfang.cli", *arguments],
@@ -76,6 +77,7 @@ def test_unreachable_cluster_exits_3(tmp_path: Path) -> None:
         **os.environ,
         "LIANFANG_ES_URL": "http://127.0.0.1:1",
         "LIANFANG_HOME_DIR": str(tmp_path),
+        "LIANFANG_MASKING_KEY": "test-masking-key-not-a-secret",
     }
     log = tmp_path / "x.log"
     log.write_text('{"@timestamp":"2026-11-28T00:00:00Z"}\n')
@@ -103,3 +105,24 @@ def test_formats_lists_syslog_and_json() -> None:
         check=True,
     )
     assert {"syslog", "json"} <= set(json.loads(result.stdout))
+
+
+def test_masking_without_a_key_is_a_usage_error(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text('{"@timestamp":"2026-11-28T00:00:00Z"}\n')
+    environment = {
+        **os.environ,
+        "LIANFANG_ES_URL": settings.es_url or "",
+        "LIANFANG_HOME_DIR": str(tmp_path),
+    }
+    environment.pop("LIANFANG_MASKING_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "lianfang.cli", "ingest", str(log)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == EXIT_USAGE
+    assert "masking" in result.stderr.lower()

@@ -28,7 +28,9 @@ LINES = [
 
 def test_typed_columns_and_full_document(tmp_path: Path) -> None:
     events = [
-        Event(document=json.loads(line) | {"organization": {"id": "finance"}}, origin=Origin("t", n))
+        Event(
+            document=json.loads(line) | {"organization": {"id": "finance"}}, origin=Origin("t", n)
+        )
         for n, line in enumerate(LINES)
     ]
     table = events_to_table(events)
@@ -48,13 +50,19 @@ def test_typed_columns_and_full_document(tmp_path: Path) -> None:
     assert pq.ParquetFile(files[0]).metadata.row_group(0).column(0).compression == "ZSTD"
 
 
-def test_ingest_archive_export_and_read_back(settings: Settings, store: EventStore, tmp_path: Path) -> None:
+def test_ingest_archive_export_and_read_back(
+    settings: Settings, store: EventStore, tmp_path: Path
+) -> None:
     lines = [line.replace('"not a number"', "200") for line in LINES]
     log = tmp_path / "events.ndjson"
     log.write_text("\n".join(lines) + "\n")
     archive = ParquetArchive(tmp_path / "archive-at-ingest")
     report, _ = ingest_records(
-        file_records(log), settings=settings, store=store, department=Department("finance"), archive=archive
+        file_records(log),
+        settings=settings,
+        store=store,
+        department=Department("finance"),
+        archive=archive,
     )
     archive.close()
     assert report.indexed == 3
@@ -86,6 +94,7 @@ def test_ingest_archive_export_and_read_back(settings: Settings, store: EventSto
         "LIANFANG_ES_URL": settings.es_url or "",
         "LIANFANG_INDEX_PREFIX": settings.index_prefix + "-restored",
         "LIANFANG_HOME_DIR": str(settings.home_dir),
+        "LIANFANG_MASKING_KEY": settings.masking_key.get_secret_value(),
     }
     result = subprocess.run(
         [sys.executable, "-m", "lianfang.cli", "ingest", str(tmp_path / "exported"), "--json"],
@@ -99,7 +108,9 @@ def test_ingest_archive_export_and_read_back(settings: Settings, store: EventSto
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["files"][0]["indexed"] == 2
         store.client.indices.refresh(index=f"{settings.index_prefix}-restored-events-*")
-        hits = store.client.search(index=f"{settings.index_prefix}-restored-events", size=10)["hits"]["hits"]
+        hits = store.client.search(index=f"{settings.index_prefix}-restored-events", size=10)[
+            "hits"
+        ]["hits"]
         assert {hit["_source"]["event"]["original"] for hit in hits} == {lines[1], lines[2]}
     finally:
         restored = list(store.client.indices.get(index=f"{settings.index_prefix}-restored-*"))
