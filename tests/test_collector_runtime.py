@@ -326,3 +326,23 @@ def test_elasticsearch_outage_fills_the_spool_which_drains_when_it_returns(
         assert no_dead_letters(settings)
     finally:
         local_node.stop(node_settings)
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    environment = {
+        **os.environ,
+        "LIANFANG_ES_URL": "http://127.0.0.1:1",
+        "LIANFANG_HOME_DIR": str(tmp_path / "home"),
+        "LIANFANG_MASKING_KEY": MASKING_KEY,
+    }
+
+    def run(*arguments: str) -> int:
+        return subprocess.run(
+            collect_command(*arguments), env=environment, capture_output=True, timeout=60
+        ).returncode
+
+    assert run("files", str(tmp_path / "nothing-*.log")) == 2
+    log = tmp_path / "x.log"
+    log.write_text("hello\n")
+    assert run("files", str(log), "--format", "nonsense") == 2
+    assert run("status") == 2  # no collector ever ran with this home directory

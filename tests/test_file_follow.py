@@ -204,3 +204,16 @@ def test_an_unreadable_checkpoint_file_is_set_aside(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
     assert store.all() == []
     assert list(tmp_path.glob("checkpoints.broken-*"))
+
+
+def test_checkpoints_of_vanished_files_are_forgotten_only_when_idle(tmp_path: Path) -> None:
+    present = tmp_path / "present.log"
+    present.write_text("x\n")
+    status = os.stat(present)
+    store = CheckpointStore(tmp_path / "checkpoints")
+    kept = store.register(str(present), status.st_dev, status.st_ino, Fingerprint.of_bytes(b"x"))
+    gone = store.register(str(tmp_path / "rotated.log.3"), 1, 2, Fingerprint.of_bytes(b"y"))
+    assert store.forget_vanished(3600) == []  # both were just updated
+    assert store.forget_vanished(-1) == [gone.source]
+    assert store.get(kept.source) is not None  # still at its path: kept however old
+    assert CheckpointStore(tmp_path / "checkpoints").get(gone.source) is None
