@@ -10,7 +10,23 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from collectors.ecs_values import ip_address, long_value
+
 Fields = dict[str, Any]
+
+
+def _source(ip_text: str, port_text: str | None) -> Fields:
+    """source.ip/port when they are valid; the raw text otherwise, so nothing is rejected."""
+    source: Fields = {}
+    ip = ip_address(ip_text)
+    if ip:
+        source["ip"] = ip
+    else:
+        source["address"] = ip_text
+    port = long_value(port_text) if port_text else None
+    if port is not None and port <= 65535:
+        source["port"] = port
+    return source
 
 
 def _authentication(action: str, outcome: str, match: re.Match[str]) -> Fields:
@@ -24,7 +40,7 @@ def _authentication(action: str, outcome: str, match: re.Match[str]) -> Fields:
             "outcome": outcome,
         },
         "user": {"name": match["user"]},
-        "source": {"ip": match["ip"], "port": int(match["port"])},
+        "source": _source(match["ip"], match["port"]),
     }
     if match.groupdict().get("method"):
         fields["system"] = {"auth": {"ssh": {"method": match["method"]}}}
@@ -71,10 +87,8 @@ def parse_sshd(message: str) -> Fields | None:
                 "outcome": "failure",
             },
             "user": {"name": match["user"]},
-            "source": {"ip": match["ip"]},
+            "source": _source(match["ip"], match["port"]),
         }
-        if match["port"]:
-            fields["source"]["port"] = int(match["port"])
         return fields
     return None
 

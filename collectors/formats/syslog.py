@@ -11,6 +11,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
+from collectors.ecs_values import long_value
 from collectors.log_format import LogFormat, ParseContext, ParseError, Record
 from collectors.program_messages import parse_program_message
 from lianfang.schema import format_timestamp
@@ -217,8 +218,9 @@ def _set_host_and_process(
         document["host"] = {"name": host, "hostname": host}
     if app:
         process: dict[str, Any] = {"name": app}
-        if procid and procid.isdigit():
-            process["pid"] = int(procid)
+        pid = long_value(procid) if procid else None
+        if pid is not None:
+            process["pid"] = pid
         document["process"] = process
 
 
