@@ -29,7 +29,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,15 +37,16 @@ from zoneinfo import ZoneInfo
 
 from collectors.atomic_file import write_json_atomically
 from collectors.checkpoints import CheckpointStore
-from collectors.enrichment import build_enrichment_stages, dead_letter_file_for, enrich
+from collectors.enrichment import build_enrichment_stages, dead_letter_file_for
 from collectors.formats import get_format
 from collectors.inputs.file_follow import FileChunk, FileFollower
 from collectors.log_format import ParseContext
+from collectors.masking import MaskingPolicy
 from collectors.normalise import Department, Normaliser
 from collectors.pipeline import IngestPipeline
 from collectors.spool import DiskSpool, SpoolBatch, SpoolFull
 from lianfang.bulk_writer import BulkReport, BulkWriter
-from lianfang.schema import Event, Origin
+from lianfang.schema import Origin
 from lianfang.settings import Settings
 from lianfang.store import EventStore
 
@@ -137,8 +137,9 @@ class CollectorRuntime:
         self.drain_seconds = drain_seconds
         # Configuration errors (no masking key, a broken inventory) surface here, at start.
         department_id = department.id if department else None
-        self.stages = build_enrichment_stages(settings, department_id)
-        self.dead_letters = dead_letter_file_for(settings, department_id)
+        masking = MaskingPolicy.from_settings(settings)
+        self.stages = build_enrichment_stages(settings, department_id, masking=masking)
+        self.dead_letters = dead_letter_file_for(settings, department_id, masking)
         self.spool = DiskSpool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
         try:
             self.checkpoints = CheckpointStore(settings.checkpoint_dir)
@@ -252,7 +253,7 @@ class CollectorRuntime:
         counters = self._counters_for(chunk.source, chunk.path)
         failed_before = pipeline.report.parse_failed
         records = ((line.text, Origin(chunk.source, line.offset)) for line in chunk.lines)
-        events = self._enriched(pipeline.events(records), counters)
+        events = list(pipeline.events(records))
         found = self.log_format or pipeline.detected_format
         with self._inputs_lock:
             counters.read = pipeline.report.read
@@ -272,24 +273,6 @@ class CollectorRuntime:
             counters.spooled += len(events)
         return True
 
-    def _enriched(self, events: Iterable[Event], counters: InputCounters) -> list[Event]:
-        """Run the enrichment stages; an event a stage fails on is dead-lettered, not lost."""
-        enriched = []
-        for event in events:
-            try:
-                enriched.append(enrich(event, self.stages))
-            except Exception as error:
-                self.dead_letters.write(
-                    stage="enrich",
-                    source=event.origin.source,
-                    offset=event.origin.offset,
-                    reason=f"{type(error).__name__}: {error}",
-                    input=event.document.get("event", {}).get("original"),
-                )
-                with self._inputs_lock:
-                    counters.failed += 1
-        return enriched
-
     def _pipeline_for(self, chunk: FileChunk) -> IngestPipeline:
         pipeline = self._pipelines.get(chunk.source)
         if pipeline is None:
@@ -298,6 +281,7 @@ class CollectorRuntime:
                 dead_letters=self.dead_letters,
                 log_format=self.log_format,
                 context=ParseContext(timezone=self.timezone, source=chunk.path),
+                stages=self.stages,
             )
             self._pipelines[chunk.source] = pipeline
         return pipeline

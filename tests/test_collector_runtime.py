@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from elasticsearch import ApiError, Elasticsearch, TransportError
-from pydantic import SecretStr
 
 from collectors.runtime import CollectorRuntime
 from lianfang import local_node
@@ -86,17 +85,12 @@ def cli_environment(settings: Settings) -> dict[str, str]:
         "LIANFANG_ES_URL": settings.es_url or "",
         "LIANFANG_INDEX_PREFIX": settings.index_prefix,
         "LIANFANG_HOME_DIR": str(settings.home_dir),
-        "LIANFANG_MASKING_KEY": MASKING_KEY,
+        "LIANFANG_MASKING_KEY": settings.masking_key.get_secret_value() or MASKING_KEY,
     }
 
 
 def collect_command(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "lianfang.cli", "collect", *arguments]
-
-
-def with_masking_key(settings: Settings) -> Settings:
-    """The enrichment stages need a masking key (masking is on by default)."""
-    return settings.model_copy(update={"masking_key": SecretStr(MASKING_KEY)})
 
 
 def no_dead_letters(settings: Settings) -> bool:
@@ -160,7 +154,9 @@ def test_sigterm_keeps_undelivered_events_in_the_spool_for_the_next_run(
     settings: Settings, client: Elasticsearch, store: EventStore, tmp_path: Path
 ) -> None:
     log = tmp_path / "small.log"
-    log.write_text(numbered_lines(0, 3000))
+    mobile = "13812345678"  # personal data: masked before it is spooled
+    with_personal_data = json.dumps({"@timestamp": MOMENT, "message": f"call {mobile}", "line": 0})
+    log.write_text(with_personal_data + "\n" + numbered_lines(1, 2999))
     unreachable = {**cli_environment(settings), "LIANFANG_ES_URL": "http://127.0.0.1:1"}
     process = subprocess.Popen(
         collect_command("files", str(log), "--format", "json", "--json"),
@@ -190,6 +186,9 @@ def test_sigterm_keeps_undelivered_events_in_the_spool_for_the_next_run(
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == EXIT_UNAVAILABLE, stderr[-2000:]
     assert json.loads(stdout)["spool"]["pending_events"] == 3000
+    spooled = b"".join(path.read_bytes() for path in settings.spool_dir.glob("segment-*"))
+    assert b"line 2999" in spooled
+    assert mobile.encode() not in spooled
 
     # The next run delivers the spooled batches; the file itself has nothing new to read.
     delivered = subprocess.run(
@@ -202,6 +201,8 @@ def test_sigterm_keeps_undelivered_events_in_the_spool_for_the_next_run(
     )
     assert delivered.returncode == 0, delivered.stderr[-2000:]
     assert_each_line_once(client, store, 3000)
+    stored = client.search(index=store.names.events_alias, query={"term": {"line": 0}})
+    assert mobile not in json.dumps(stored["hits"]["hits"][0]["_source"], ensure_ascii=False)
 
 
 def test_follow_through_append_rotation_and_truncation_indexes_each_line_once(
@@ -210,7 +211,7 @@ def test_follow_through_append_rotation_and_truncation_indexes_each_line_once(
     log = tmp_path / "app.log"
     log.write_text(numbered_lines(0, 1000))
     runtime = CollectorRuntime(
-        with_masking_key(settings),
+        settings,
         store,
         [str(log)],
         follow=True,
