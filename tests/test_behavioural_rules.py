@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, NotFoundError
 
 from detection.alerts import Alert
 from detection.rule_executor import RuleExecutor, RulePlan
@@ -445,9 +445,11 @@ def loaded(cluster_url: str) -> Iterator[tuple[Elasticsearch, str]]:
         indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
         if indices:
             client.indices.delete(index=",".join(indices))
-        for template in client.indices.get_index_template(name=f"{prefix}-*").get(
-            "index_templates", []
-        ):
+        try:
+            templates = client.indices.get_index_template(name=f"{prefix}-*")
+        except NotFoundError:
+            templates = {}
+        for template in templates.get("index_templates", []):
             client.indices.delete_index_template(name=template["name"])
         client.close()
 

@@ -246,3 +246,29 @@ def test_override_types_and_unknown_rules_are_reported() -> None:
     reasons = " ".join(str(p) for p in problems)
     assert "no such rule" in reasons and "must be int" in reasons
     assert RulePlan.default(rules[0]).label == "test-rule"
+
+
+def test_overrides_load_from_the_settings_file_and_a_yaml_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detection.rule_overrides import combine, read_overrides_file
+    from lianfang.settings import load_settings
+
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(
+        "departments:\n  energy:\n    test-rule: {parameters: {min_failures: 7}, severity: low}\n"
+    )
+    config = tmp_path / "lianfang.toml"
+    config.write_text(
+        f'[detection_rules]\noverrides_file = "{overrides}"\n'
+        "[detection_rules.departments.energy.test-rule]\nparameters = { min_failures = 9 }\n"
+    )
+    monkeypatch.setenv("LIANFANG_CONFIG", str(config))
+    settings = load_settings().detection_rules
+    assert settings.departments["energy"]["test-rule"].parameters == {"min_failures": 9}
+    merged = combine(read_overrides_file(overrides), settings)
+    energy = merged.departments["energy"]["test-rule"]
+    assert energy.parameters == {"min_failures": 9} and energy.severity == "low"
+    plans, problems = plan_rules([rule_from_mapping(minimal())], merged)
+    assert not problems
+    assert {p.label: p.severity for p in plans} == {"test-rule@energy": "low", "test-rule": "high"}
