@@ -11,7 +11,7 @@ from api.audit_trail import AuditTrail, install_audit_middleware
 from api.authentication import FailureLimiter
 from api.dependencies import AppServices
 from api.errors import install_error_handlers
-from api.routes import alerts, audit, events, health, incidents
+from api.routes import alerts, audit, disclosures, events, health, incidents, taxii
 from detection.alerts import AlertStore
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.incidents import INCIDENT_FIELDS
@@ -65,5 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(audit.router)
     app.include_router(incidents.router)
+    app.include_router(disclosures.router)
+    taxii.mount(app)  # /taxii2/: a sub-application with TAXII's own media type and errors
     install_audit_middleware(app)
     return app
