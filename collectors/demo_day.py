@@ -248,6 +248,27 @@ class _DayGenerator:
         port = self.random.choice((443, 443, 443, 80, 53, 22, 3306, 8080, 123))
         sent = int(self.random.lognormvariate(7.5, 1.3))
         received = int(self.random.lognormvariate(9.0, 1.5))
+        self.flow_event(
+            department,
+            moment,
+            source=(source, self.random.randint(30000, 65000), sent),
+            destination=(destination, port, received),
+            transport="udp" if port in (53, 123) else "tcp",
+            direction="outbound" if outbound else "internal",
+        )
+
+    def flow_event(
+        self,
+        department: DemoDepartment,
+        moment: datetime,
+        *,
+        source: tuple[str, int, int],
+        destination: tuple[str, int, int],
+        transport: str,
+        direction: str,
+        allowed: bool = True,
+    ) -> None:
+        """One firewall flow record; source and destination are (ip, port, bytes)."""
         self.json_event(
             department,
             moment,
@@ -255,17 +276,17 @@ class _DayGenerator:
                 "event": {
                     "kind": "event",
                     "category": ["network"],
-                    "type": ["connection", "allowed"],
+                    "type": ["connection", "allowed" if allowed else "denied"],
                     "action": "flow",
-                    "outcome": "success",
+                    "outcome": "success" if allowed else "failure",
                     "dataset": "flow",
                 },
-                "source": {"ip": source, "port": self.random.randint(30000, 65000), "bytes": sent},
-                "destination": {"ip": destination, "port": port, "bytes": received},
+                "source": dict(zip(("ip", "port", "bytes"), source, strict=True)),
+                "destination": dict(zip(("ip", "port", "bytes"), destination, strict=True)),
                 "network": {
-                    "transport": "udp" if port in (53, 123) else "tcp",
-                    "direction": "outbound" if outbound else "internal",
-                    "bytes": sent + received,
+                    "transport": transport,
+                    "direction": direction,
+                    "bytes": source[2] + destination[2],
                 },
                 "observer": {"name": f"{department.id}-fw", "type": "firewall"},
             },
@@ -397,27 +418,14 @@ class _DayGenerator:
         ports = list(range(1, 1025))
         for port in ports:
             moment += timedelta(milliseconds=self.random.randint(20, 120))
-            self.json_event(
+            self.flow_event(
                 department,
                 moment,
-                {
-                    "event": {
-                        "kind": "event",
-                        "category": ["network"],
-                        "type": ["connection", "denied"],
-                        "action": "flow",
-                        "outcome": "failure",
-                        "dataset": "flow",
-                    },
-                    "source": {
-                        "ip": ATTACKER_SCANNER,
-                        "port": self.random.randint(40000, 65000),
-                        "bytes": 60,
-                    },
-                    "destination": {"ip": target, "port": port, "bytes": 0},
-                    "network": {"transport": "tcp", "direction": "inbound", "bytes": 60},
-                    "observer": {"name": f"{department.id}-fw", "type": "firewall"},
-                },
+                source=(ATTACKER_SCANNER, self.random.randint(40000, 65000), 60),
+                destination=(target, port, 0),
+                transport="tcp",
+                direction="inbound",
+                allowed=False,
             )
         self.story(
             id="port-scan",
@@ -440,31 +448,13 @@ class _DayGenerator:
             moment += timedelta(seconds=self.random.randint(60, 120))
             sent = self.random.randint(90_000_000, 110_000_000)
             total += sent
-            self.json_event(
+            self.flow_event(
                 department,
                 moment,
-                {
-                    "event": {
-                        "kind": "event",
-                        "category": ["network"],
-                        "type": ["connection", "allowed"],
-                        "action": "flow",
-                        "outcome": "success",
-                        "dataset": "flow",
-                    },
-                    "source": {
-                        "ip": source,
-                        "port": self.random.randint(40000, 65000),
-                        "bytes": sent,
-                    },
-                    "destination": {
-                        "ip": EXFILTRATION_SERVER,
-                        "port": 443,
-                        "bytes": self.random.randint(20_000, 60_000),
-                    },
-                    "network": {"transport": "tcp", "direction": "outbound", "bytes": sent},
-                    "observer": {"name": f"{department.id}-fw", "type": "firewall"},
-                },
+                source=(source, self.random.randint(40000, 65000), sent),
+                destination=(EXFILTRATION_SERVER, 443, self.random.randint(20_000, 60_000)),
+                transport="tcp",
+                direction="outbound",
             )
         self.story(
             id="night-exfiltration",

@@ -83,19 +83,29 @@ def decode_cursor(cursor: str) -> list[Any]:
     return values
 
 
+def range_clause(field: str, start: datetime | None, end: datetime | None) -> dict[str, Any] | None:
+    """`field` in [start, end) as a range query, or None when neither bound is given."""
+    bounds: dict[str, str] = {}
+    if start:
+        bounds["gte"] = format_timestamp(start)
+    if end:
+        bounds["lt"] = format_timestamp(end)
+    return {"range": {field: bounds}} if bounds else None
+
+
+def page_cursor(hits: list[dict[str, Any]], size: int) -> str | None:
+    """The cursor of the next page, or None when this page was the last."""
+    return encode_cursor(hits[-1]["sort"]) if hits and len(hits) == size else None
+
+
 def build_search_body(query: EventQuery) -> dict[str, Any]:
     """The Elasticsearch search body for a query (pure; tested without a cluster)."""
     if query.start and query.end and query.start > query.end:
         raise InvalidQuery("start", query.start.isoformat(), "start is after end")
     clauses: list[dict[str, Any]] = [f.clause() for f in query.filters]
     clauses.extend(query.extra_clauses)
-    if query.start or query.end:
-        bounds: dict[str, str] = {}
-        if query.start:
-            bounds["gte"] = format_timestamp(query.start)
-        if query.end:
-            bounds["lt"] = format_timestamp(query.end)
-        clauses.append({"range": {"@timestamp": bounds}})
+    if time_range := range_clause("@timestamp", query.start, query.end):
+        clauses.append(time_range)
     must: list[dict[str, Any]] = []
     if query.text:
         must.append(
@@ -139,7 +149,7 @@ def search_events(store: ScopedStore, index: str, query: EventQuery) -> EventPag
     response = store.search(index, **body)
     hits = response["hits"]["hits"]
     total = response["hits"]["total"]
-    next_cursor = encode_cursor(hits[-1]["sort"]) if len(hits) == query.size and hits else None
+    next_cursor = page_cursor(hits, query.size)
     return EventPage(
         events=[hit["_source"] for hit in hits],
         total=total["value"],

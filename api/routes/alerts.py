@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 from api.authentication import analyst
 from api.dependencies import AppServices, services
 from detection.alerts import AlertStore
-from lianfang.event_search import decode_cursor, encode_cursor
+from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal
 from lianfang.schema import format_timestamp
 from lianfang.scoped_store import OutOfScope, ScopedStore
@@ -110,13 +110,8 @@ def list_alerts(
     ):
         if value:
             clauses.append({"term": {field: value}})
-    if start or end:
-        bounds = {}
-        if start:
-            bounds["gte"] = format_timestamp(start)
-        if end:
-            bounds["lt"] = format_timestamp(end)
-        clauses.append({"range": {"alert.last_seen": bounds}})
+    if time_range := range_clause("alert.last_seen", start, end):
+        clauses.append(time_range)
     body: dict[str, Any] = {
         "size": size,
         "sort": [{"alert.last_seen": "desc"}, {"alert.id": "desc"}],
@@ -138,7 +133,7 @@ def list_alerts(
     return AlertsPage(
         alerts=[hit["_source"] for hit in hits],
         total=response["hits"]["total"]["value"],
-        next_cursor=encode_cursor(hits[-1]["sort"]) if len(hits) == size else None,
+        next_cursor=page_cursor(hits, size),
         counts=counts,
     )
 

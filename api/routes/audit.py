@@ -9,9 +9,8 @@ from pydantic import AwareDatetime
 
 from api.authentication import require_roles
 from api.dependencies import AppServices, services
-from lianfang.event_search import decode_cursor, encode_cursor
+from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal, Role
-from lianfang.schema import format_timestamp
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 administrator = require_roles(Role.ADMINISTRATOR)
@@ -36,13 +35,8 @@ def list_audit(
     for field, value in (("user.name", user), ("event.outcome", outcome), ("event.action", action)):
         if value:
             clauses.append({"term": {field: value}})
-    if start or end:
-        bounds = {}
-        if start:
-            bounds["gte"] = format_timestamp(start)
-        if end:
-            bounds["lt"] = format_timestamp(end)
-        clauses.append({"range": {"@timestamp": bounds}})
+    if time_range := range_clause("@timestamp", start, end):
+        clauses.append(time_range)
     body: dict[str, Any] = {
         "size": size,
         "query": {"bool": {"filter": clauses}},
@@ -58,5 +52,5 @@ def list_audit(
     hits = response["hits"]["hits"]
     return {
         "records": [hit["_source"] for hit in hits],
-        "next_cursor": encode_cursor(hits[-1]["sort"]) if len(hits) == size else None,
+        "next_cursor": page_cursor(hits, size),
     }

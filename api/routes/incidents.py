@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
@@ -13,7 +12,7 @@ from api.dependencies import AppServices, services
 from detection.alerts import SEVERITIES as ALERT_SEVERITIES
 from detection.alerts import AlertStore
 from lianfang import incidents as lifecycle
-from lianfang.event_search import decode_cursor, encode_cursor
+from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal
 from lianfang.schema import format_timestamp
 from lianfang.scoped_store import OutOfScope, ScopedStore
@@ -77,10 +76,19 @@ def _view(document: dict[str, Any]) -> dict[str, Any]:
 def _change(
     app: AppServices, principal: Principal, incident_id: str, transform: Any
 ) -> dict[str, Any]:
+    """Apply a lifecycle transformation: 404 outside the caller's scope, 409 when not allowed."""
     try:
         return _scoped(app, principal).update(_index(app), incident_id, transform)
     except OutOfScope as error:
         raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from error
+    except lifecycle.IncidentError as error:
+        raise HTTPException(status_code=409, detail=error.reason) from error
+
+
+def _notify_assignment(
+    app: AppServices, document: dict[str, Any], task: dict[str, Any], by: str
+) -> None:
+    app.webhooks.notify("assignment", {"incident": _summary(document), "task": task, "by": by})
 
 
 @router.post("", status_code=201)
@@ -183,7 +191,7 @@ def list_incidents(
     return {
         "incidents": views,
         "total": response["hits"]["total"]["value"],
-        "next_cursor": encode_cursor(hits[-1]["sort"]) if len(hits) == size else None,
+        "next_cursor": page_cursor(hits, size),
     }
 
 
@@ -196,13 +204,8 @@ def incident_metrics(
 ) -> dict[str, Any]:
     """Time to acknowledge and to resolve per lead department and severity (seconds)."""
     clauses: list[dict[str, Any]] = []
-    if start or end:
-        bounds = {}
-        if start:
-            bounds["gte"] = format_timestamp(start)
-        if end:
-            bounds["lt"] = format_timestamp(end)
-        clauses.append({"range": {"incident.created_at": bounds}})
+    if time_range := range_clause("incident.created_at", start, end):
+        clauses.append(time_range)
     durations = {
         name: {"percentiles": {"field": f"incident.{name}_seconds", "percents": [50, 90]}}
         for name in ("time_to_acknowledge", "time_to_resolve")
@@ -296,10 +299,7 @@ def update_incident(
             document = {**document, "incident": incident}
         return document
 
-    try:
-        document = _change(app, principal, incident_id, transform)
-    except lifecycle.IncidentError as error:
-        raise HTTPException(status_code=409, detail=error.reason) from error
+    document = _change(app, principal, incident_id, transform)
     if escalated:
         app.webhooks.notify(
             "escalation",
@@ -350,14 +350,9 @@ def create_task(
         created.update(task)
         return document
 
-    try:
-        document = _change(app, principal, incident_id, transform)
-    except lifecycle.IncidentError as error:
-        raise HTTPException(status_code=409, detail=error.reason) from error
+    document = _change(app, principal, incident_id, transform)
     if created.get("owner"):
-        app.webhooks.notify(
-            "assignment", {"incident": _summary(document), "task": created, "by": principal.name}
-        )
+        _notify_assignment(app, document, created, principal.name)
     return {"incident": _view(document), "task": created}
 
 
@@ -386,14 +381,9 @@ def change_task(
         changed.update(task, reassigned=task.get("owner") != before.get("owner"))
         return document
 
-    try:
-        document = _change(app, principal, incident_id, transform)
-    except lifecycle.IncidentError as error:
-        raise HTTPException(status_code=409, detail=error.reason) from error
+    document = _change(app, principal, incident_id, transform)
     if changed.pop("reassigned", False) and changed.get("owner"):
-        app.webhooks.notify(
-            "assignment", {"incident": _summary(document), "task": changed, "by": principal.name}
-        )
+        _notify_assignment(app, document, changed, principal.name)
     return {"incident": _view(document), "task": changed}
 
 
@@ -402,8 +392,3 @@ def _summary(document: dict[str, Any]) -> dict[str, Any]:
     return {
         key: incident[key] for key in ("id", "title", "severity", "status", "lead", "participants")
     }
-
-
-def as_of(moment: datetime) -> str:
-    """ISO form used in responses."""
-    return format_timestamp(moment)
