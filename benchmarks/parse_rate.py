@@ -22,6 +22,11 @@ from lianfang.schema import Origin
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 
 
+def read_input_lines(path: Path) -> list[str]:
+    """Lines split on newlines only, as the file input does."""
+    return path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
+
+
 def valid_records(log_format: LogFormat) -> list[Record]:
     """The golden records this format accepts (events, and header lines stateful formats need)."""
     records: list[Record] = []
@@ -29,9 +34,7 @@ def valid_records(log_format: LogFormat) -> list[Record]:
         if path.name.endswith(".input.json"):
             candidates = json.loads(path.read_text(encoding="utf-8"))
         else:
-            candidates = [
-                line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            candidates = [line for line in read_input_lines(path) if line.strip()]
         context = ParseContext(timezone=ZoneInfo("Asia/Shanghai"))
         for record in candidates:
             try:

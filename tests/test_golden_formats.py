@@ -24,6 +24,12 @@ GOLDEN = Path(__file__).parent / "golden"
 RECEIVED = datetime(2026, 11, 29, 4, 0, 0, tzinfo=UTC)
 
 
+def read_input_lines(path: Path) -> list[str]:
+    """Lines split on newlines only, as the file input does (str.splitlines would also split on
+    control characters such as 0x1D, which auditd's enriched records contain)."""
+    return path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
+
+
 def golden_cases() -> list[Path]:
     return sorted(
         path
@@ -38,7 +44,7 @@ def parse_case(path: Path) -> list[object]:
     if path.name.endswith(".input.json"):
         records: list[object] = json.loads(path.read_text(encoding="utf-8"))
     else:
-        records = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [line for line in read_input_lines(path) if line.strip()]
     results: list[object] = []
     for record in records:
         try:
