@@ -246,3 +246,65 @@ def test_unknown_exception_is_a_specific_error(settings: Settings, client: Elast
         assert error.value == "nope"
     else:
         raise AssertionError("disabling an unknown exception must fail")
+
+
+def test_run_forever_passes_resume_from_the_saved_end() -> None:
+    class Memory:
+        def __init__(self) -> None:
+            self.end: datetime | None = None
+
+        def last_end(self) -> datetime | None:
+            return self.end
+
+        def save(self, end: datetime, now: datetime | None = None) -> None:
+            self.end = end
+
+    class NoAlerts:
+        def install(self) -> None: ...
+
+        def refresh(self) -> None: ...
+
+        def upsert(self, alerts: list[Alert], now: datetime) -> object:
+            from detection.alerts import UpsertReport
+
+            return UpsertReport(created=len(alerts))
+
+    class NoExceptions:
+        def entries(self) -> list[ExceptionEntry]:
+            return []
+
+        def record(self, suppressions: list[object], now: datetime) -> None: ...
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self) -> None:
+            self.windows: list[DetectionWindow] = []
+
+        def run(self, window: DetectionWindow) -> list[Alert]:
+            self.windows.append(window)
+            return []
+
+    clock = FixedClock(T0)
+    recorder = Recorder()
+    scheduler = DetectionScheduler([recorder], NoAlerts(), NoExceptions(), Memory(), clock)  # type: ignore[arg-type]
+
+    def sleep(seconds: float) -> None:
+        assert 0 <= seconds <= 300
+        clock.moment += timedelta(minutes=5)
+
+    passes = []
+    scheduler.run_forever(
+        timedelta(minutes=5),
+        timedelta(hours=1),
+        timedelta(minutes=10),
+        passes.append,
+        sleep,
+        passes=3,
+    )
+    assert [(w.start, w.end) for w in recorder.windows] == [
+        (T0 - timedelta(hours=1), T0),
+        (T0 - timedelta(minutes=10), T0 + timedelta(minutes=5)),
+        (T0 - timedelta(minutes=5), T0 + timedelta(minutes=10)),
+    ]
+    assert len(passes) == 3
