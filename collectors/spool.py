@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from collectors.atomic_file import write_json_atomically
 from lianfang.schema import Event, Origin
 
@@ -125,19 +127,26 @@ def _segment_number(path: Path) -> int | None:
 
 
 def encode_event(event: Event) -> bytes:
-    """One spool line for an event (ASCII JSON, so any text survives the round trip)."""
+    """One spool line for an event: orjson, or ASCII JSON for what orjson refuses."""
     record = {
         "id": event.id,
         "source": event.origin.source,
         "offset": event.origin.offset,
         "document": event.document,
     }
-    return json.dumps(record, separators=(",", ":"), default=str).encode("ascii") + b"\n"
+    try:
+        line = orjson.dumps(record, default=str)
+    except (orjson.JSONEncodeError, TypeError):  # lone surrogates, huge integers
+        line = json.dumps(record, separators=(",", ":"), default=str).encode("ascii")
+    return line + b"\n"
 
 
 def decode_event(line: bytes) -> Event:
     """The event of one spool line; raises ValueError for a damaged line."""
-    record = json.loads(line)
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:  # escaped lone surrogates, written by the fallback
+        record = json.loads(line)
     return Event(
         document=record["document"],
         origin=Origin(record["source"], record["offset"]),
