@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 
+# Temporary names end in .tmp and start with a dot: `remove_leftovers` finds them.
 def write_atomically(path: Path, content: bytes, *, durable: bool = True) -> None:
     """Replace `path` with `content`; with `durable`, the new content survives a crash."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -27,6 +28,12 @@ def write_atomically(path: Path, content: bytes, *, durable: bool = True) -> Non
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Delete temporary files that a crash in `write_atomically` left in `directory`."""
+    for leftover in directory.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_json_atomically(path: Path, data: Any, *, durable: bool = True) -> None:

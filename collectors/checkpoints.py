@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from collectors.atomic_file import write_json_atomically
+from collectors.atomic_file import remove_leftovers, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class CheckpointStore:
         self._load()
 
     def _load(self) -> None:
+        if self.directory.is_dir():
+            remove_leftovers(self.directory)
         if not self.path.is_file():
             return
         try:

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_SECONDS = 0.5
 RUNNING_STATES = frozenset({"starting", "running", "draining"})
+STALE_STATUS_SECONDS = 60.0
 
 
 @dataclass
@@ -467,7 +468,15 @@ def read_status(path: Path) -> dict[str, Any] | None:
         status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    status["running"] = status.get("state") in RUNNING_STATES and _alive(int(status.get("pid", 0)))
+    try:
+        age = (datetime.now(UTC) - datetime.fromisoformat(status["updated_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        age = float("inf")
+    status["running"] = (
+        status.get("state") in RUNNING_STATES
+        and _alive(int(status.get("pid", 0)))
+        and age < STALE_STATUS_SECONDS  # a reused pid does not keep a dead collector alive
+    )
     return status
 
 

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 import orjson
 
-from collectors.atomic_file import write_json_atomically
+from collectors.atomic_file import remove_leftovers, write_json_atomically
 from lianfang.schema import Event, Origin
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ class DiskSpool:
         self.sync_seconds = sync_seconds
         directory.mkdir(parents=True, exist_ok=True)
         self._lock_handle = self._take_lock()
+        remove_leftovers(directory)
         self._state = threading.Condition()
         self._write_lock = threading.Lock()
         self._sync_lock = threading.Lock()

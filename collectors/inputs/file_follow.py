@@ -150,6 +150,7 @@ class FileFollower:
         self._last_cleanup: float | None = None
         self._lock = threading.Lock()
         self.errors: dict[str, str] = {}  # the last read error of each source
+        self._unopenable: set[str] = set()
 
     # ------------------------------------------------------------------ discovery
 
@@ -180,8 +181,11 @@ class FileFollower:
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as error:
-            log.warning("cannot open %s: %s", path, error)
+            if path not in self._unopenable:  # said once, not at every scan
+                self._unopenable.add(path)
+                log.warning("cannot open %s: %s", path, error)
             return
+        self._unopenable.discard(path)
         status = os.fstat(descriptor)
         key = (status.st_dev, status.st_ino)
         if key in self._open:  # replaced between stat and open by a file already open
