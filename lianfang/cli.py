@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from lianfang import local_node
 from lianfang.settings import Settings, load_settings
@@ -542,7 +542,10 @@ def collect_files(
 
 
 def _collector_inputs_table(inputs: list[dict[str, Any]]) -> Table:
-    table = Table("file", "format", "state", "read", "indexed", "duplicates", "failed", "lag")
+    table = Table(
+        Column("file", overflow="fold"),  # a path is wrapped, never cut short
+        *("format", "state", "read", "indexed", "duplicates", "failed", "lag"),
+    )
     for row in inputs:
         table.add_row(
             row["source"],
