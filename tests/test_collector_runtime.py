@@ -347,3 +347,41 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     log.write_text("hello\n")
     assert run("files", str(log), "--format", "nonsense") == 2
     assert run("status") == 2  # no collector ever ran with this home directory
+
+
+def test_a_full_spool_holds_the_reader_back_while_elasticsearch_is_away(tmp_path: Path) -> None:
+    settings = load_settings(
+        es_url="http://127.0.0.1:1",
+        index_prefix="lftest-unreachable",
+        home_dir=tmp_path / "home",
+        masking_key=MASKING_KEY,
+        spool_max_bytes=1_000_000,
+        bulk_max_documents=500,
+    )
+    log = tmp_path / "big.log"
+    log.write_text(numbered_lines(0, 20_000))  # about 9 MB of spooled events: 9 times the quota
+    runtime = CollectorRuntime(
+        settings, EventStore.from_settings(settings), [str(log)], format_name="json"
+    )
+    worker = threading.Thread(target=runtime.run)
+    worker.start()
+    try:
+
+        def held_back() -> bool:
+            snapshot = runtime.snapshot()
+            return snapshot.spool["full_waits"] >= 1 and snapshot.elasticsearch == "unavailable"
+
+        wait_for(held_back, 30, "the reader to wait for room in the spool")
+        time.sleep(0.5)
+        snapshot = runtime.snapshot()
+        assert snapshot.spool["used_bytes"] <= settings.spool_max_bytes
+        assert snapshot.spool["fill_ratio"] >= 0.8
+        assert snapshot.spool["high_water_warnings"] == 1
+        assert snapshot.totals["spooled"] < 20_000  # the rest waits in the file, not in memory
+        assert snapshot.inputs[0].lag_bytes > 0
+    finally:
+        started = time.monotonic()
+        runtime.stop()
+        worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 5  # a blocked reader and a backing-off sender stop at once
