@@ -11,8 +11,17 @@ DEMO_DIR := .lianfang/demo
 # LIANFANG_MASKING_KEY is already set.
 MASKING_KEY_FILE := .lianfang/masking.key
 WITH_KEY = LIANFANG_MASKING_KEY="$${LIANFANG_MASKING_KEY:-$$(cat $(MASKING_KEY_FILE))}"
+# The dashboard (web/): its libraries come from the npm registry through web/package.json
+# and web/package-lock.json; the build goes to web/dist (git-ignored), served at /.
+WEB := web
+WEB_MODULES := $(WEB)/node_modules/.package-lock.json
+WEB_PAGE := $(WEB)/dist/index.html
+# The browser test drives Debian's chromium (never a browser downloaded by Playwright);
+# the CJK font makes Chinese labels legible in its screenshots.
+BROWSER_PACKAGES := chromium fonts-wqy-zenhei
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-fast lint format es-start es-stop demo benchmarks clean
+.PHONY: install run test test-fast lint format es-start es-stop demo benchmarks clean web web-test browser
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +39,29 @@ format: $(INSTALLED)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# No network for npm means no page: the build fails here rather than fall back to a CDN.
+$(WEB_MODULES): $(WEB)/package.json $(wildcard $(WEB)/package-lock.json)
+	@command -v npm >/dev/null || { echo "npm (Node.js) is needed to build the dashboard"; exit 1; }
+	cd $(WEB) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+	touch $@
+
+$(WEB_PAGE): $(WEB_MODULES) $(WEB)/build.mjs $(wildcard $(WEB)/src/*)
+	cd $(WEB) && npm run --silent build
+
+web: $(WEB_PAGE)
+
+web-test: $(WEB_MODULES)
+	cd $(WEB) && node --test test/*.test.mjs
+
+# Installs only what is missing (dpkg answers in milliseconds when all is there).
+browser:
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES); }
+
 # The test session starts the local Elasticsearch node when LIANFANG_ES_URL is not set
 # and stops it afterwards if it started it (tests/conftest.py).
-test: lint
+test: lint web browser web-test
 	$(BIN)/python -m pytest
 
 test-fast: $(INSTALLED)
@@ -51,11 +80,11 @@ $(MASKING_KEY_FILE):
 demo: es-start $(MASKING_KEY_FILE)
 	$(WITH_KEY) $(LIANFANG) demo load --out $(DEMO_DIR)
 
-run: demo
+run: web demo
 	$(WITH_KEY) $(LIANFANG) serve
 
 benchmarks: es-start
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache $(WEB)/node_modules $(WEB)/dist test-artifacts

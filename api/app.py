@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.audit_trail import AuditTrail, install_audit_middleware
 from api.authentication import FailureLimiter
+from api.dashboard import mount_dashboard
 from api.dependencies import AppServices
 from api.errors import install_error_handlers
 from api.routes import alerts, audit, disclosures, events, health, incidents, taxii
@@ -67,5 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(incidents.router)
     app.include_router(disclosures.router)
     taxii.mount(app)  # /taxii2/: a sub-application with TAXII's own media type and errors
+    mount_dashboard(app)  # last: the page at / must not shadow any API route
     install_audit_middleware(app)
     return app
