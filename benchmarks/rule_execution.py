@@ -36,11 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=12.0, help="demo scale (12 ~ 1M events)")
     parser.add_argument("--keep", action="store_true", help="keep the index prefix")
+    parser.add_argument(
+        "--prefix", help="reuse a prefix loaded by an earlier --keep run (same --scale)"
+    )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="lianfang-rules-bench-"))
-    prefix = f"bench-rules-{uuid.uuid4().hex[:8]}"
+    prefix = arguments.prefix or f"bench-rules-{uuid.uuid4().hex[:8]}"
     # Ingest masks personal data, which needs a key; any fixed one will do here.
     settings = load_settings(
         index_prefix=prefix, home_dir=work / "home", masking_key="benchmark-key-not-a-secret"
@@ -51,7 +54,7 @@ def main() -> None:
         began = time.perf_counter()
         manifest = generate_demo_day(DemoSpec(seed=11, day=DAY, scale=arguments.scale), work)
         departments = {d["id"]: d for d in manifest["departments"]}
-        for item in manifest["files"]:
+        for item in [] if arguments.prefix else manifest["files"]:
             info = departments[item["department"]]
             ingest_records(
                 file_records(work / item["path"]),
@@ -120,7 +123,8 @@ def main() -> None:
     if arguments.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{loaded:,} events loaded in {load_seconds:.0f} s (prefix {prefix}, deleted)")
+    kept = "kept" if arguments.keep else "deleted"
+    print(f"{loaded:,} events loaded in {load_seconds:.0f} s (prefix {prefix}, {kept})")
     for row in sorted(rows, key=lambda r: -r["seconds"]):
         print(f"  {row['rule']:34} {row['seconds']:7.2f} s  {row['alerts']:4} alerts")
     print(

@@ -52,6 +52,9 @@ MSEARCH_BATCH = 100
 SEQUENCE_EVENTS_CAP = 2000
 MAX_CANDIDATES = 1000
 BASELINE_CANDIDATE_BATCH = 500
+CANDIDATE_TERMS = 10000
+CANDIDATE_BATCH = 500
+MISSING = "\x00missing"
 UNKNOWN_VALUE = "unknown"
 ORGANIZATION = "organization.id"
 
@@ -356,6 +359,57 @@ def _end(hit: RuleHit) -> datetime:
     return hit.window_end or hit.last_seen
 
 
+def minimum_count(plan: RulePlan) -> int:
+    """The fewest events a group needs for the conditions to hold (1 when they do not say).
+
+    A count, a distinct count or a filtered count of at least N needs at least N events;
+    that bound lets Elasticsearch drop small groups itself (terms `min_doc_count`).
+    """
+    rule = plan.rule
+    counted = {"count"}
+    counted |= {n for n, m in rule.metrics.items() if m.kind in ("distinct", "count_where")}
+    if rule.baseline and rule.baseline.value == "count":
+        counted.add("value")
+    best = 1
+    for condition in rule.parsed_conditions():
+        if condition.metric not in counted or condition.op not in (">=", ">"):
+            continue
+        threshold = resolve(condition.value, plan.parameters)
+        need = math.floor(threshold) + 1 if condition.op == ">" else math.ceil(threshold)
+        best = max(best, int(need))
+    return best
+
+
+def minimum_sum(plan: RulePlan) -> float | None:
+    """For a baseline on a sum: the smallest window value the conditions accept, if any."""
+    rule = plan.rule
+    if not rule.baseline or rule.baseline.value == "count":
+        return None
+    if rule.metrics[rule.baseline.value].kind != "sum":
+        return None
+    bounds = [
+        float(resolve(c.value, plan.parameters))
+        for c in rule.parsed_conditions()
+        if c.metric in ("value", rule.baseline.value) and c.op in (">=", ">")
+    ]
+    return max(bounds) if bounds else None
+
+
+def candidate_filter(rule: BehaviouralRule, candidates: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """A query matching the events of the given (department, group values...) tuples."""
+    fields = [ORGANIZATION, *rule.group_by]
+    alternatives = []
+    for values in candidates:
+        clauses = []
+        for name, value in zip(fields, values, strict=True):
+            if value is None:
+                clauses.append({"bool": {"must_not": [{"exists": {"field": name}}]}})
+            else:
+                clauses.append({"term": {aggregatable(name): value}})
+        alternatives.append({"bool": {"filter": clauses}})
+    return {"bool": {"should": alternatives, "minimum_should_match": 1}}
+
+
 def group_clauses(hit: RuleHit, rule: BehaviouralRule) -> list[dict[str, Any]]:
     """Term filters selecting one hit's department and group values."""
     clauses: list[dict[str, Any]] = []
@@ -464,6 +518,100 @@ class RuleExecutor:
         }  # fmt: skip
         return organization, group
 
+    def _candidates(
+        self, query: dict[str, Any], rule: BehaviouralRule, minimum: int
+    ) -> list[tuple[Any, ...]] | None:
+        """Groups with at least `minimum` events in the whole range (None: cannot tell).
+
+        Nested terms aggregations with `min_doc_count` prune server-side, so rules grouped by
+        high-cardinality fields (pairs of addresses) do not page through every pair. Events
+        without a group-by field are left out of such rules.
+        """
+        fields = [ORGANIZATION, *rule.group_by]
+        aggs: dict[str, Any] = {}
+        for depth in range(len(fields) - 1, -1, -1):
+            terms: dict[str, Any] = {
+                "field": aggregatable(fields[depth]),
+                "size": CANDIDATE_TERMS,
+                "min_doc_count": minimum,
+            }
+            if depth == 0:
+                terms["missing"] = MISSING
+            level: dict[str, Any] = {"terms": terms}
+            if aggs:
+                level["aggs"] = aggs
+            aggs = {f"c{depth}": level}
+        response = self.client.search(
+            index=self.events_index,
+            size=0,
+            query=query,
+            aggs=aggs,
+            allow_partial_search_results=False,
+            ignore_unavailable=True,
+        )
+        found: list[tuple[Any, ...]] = []
+
+        def walk(result: dict[str, Any], depth: int, prefix: tuple[Any, ...]) -> bool:
+            buckets = result.get(f"c{depth}", {}).get("buckets", [])
+            if len(buckets) >= CANDIDATE_TERMS:
+                return False  # possibly truncated: no safe pruning
+            for bucket in buckets:
+                key = bucket.get("key_as_string", bucket["key"]) if depth else bucket["key"]
+                value = None if key == MISSING else key
+                if depth == len(fields) - 1:
+                    found.append((*prefix, value))
+                elif not walk(bucket, depth + 1, (*prefix, value)):
+                    return False
+            return True
+
+        if not walk(response.get("aggregations", {}), 0, ()):
+            return None
+        return found
+
+    def _restricted(
+        self, query: dict[str, Any], rule: BehaviouralRule, minimum: int
+    ) -> list[dict[str, Any]]:
+        """The query split by candidate groups ([] when no group can qualify)."""
+        if minimum < 2:
+            return [query]
+        candidates = self._candidates(query, rule, minimum)
+        if candidates is None:
+            return [query]
+        return [
+            {
+                "bool": {
+                    "filter": [query, candidate_filter(rule, candidates[i : i + CANDIDATE_BATCH])]
+                }
+            }
+            for i in range(0, len(candidates), CANDIDATE_BATCH)
+        ]
+
+    def _restricted_by_sum(
+        self,
+        query: dict[str, Any],
+        rule: BehaviouralRule,
+        value_metrics: dict[str, Metric],
+        floor: float,
+    ) -> list[dict[str, Any]]:
+        """The query split by groups whose whole-range sum reaches `floor` (a window's
+        sum never exceeds the range's, for non-negative values)."""
+        aggs = metric_aggregations(value_metrics, {})
+        candidates: list[tuple[Any, ...]] = []
+        for bucket in self._composite(query, group_sources(rule), aggs):
+            values = read_metrics(bucket, value_metrics)
+            total = next(iter(v for k, v in values.items() if k != "count"), None)
+            if isinstance(total, float) and total >= floor:
+                key = bucket["key"]
+                candidates.append(tuple(key.get(f"g{i}") for i in range(len(rule.group_by) + 1)))
+        return [
+            {
+                "bool": {
+                    "filter": [query, candidate_filter(rule, candidates[i : i + CANDIDATE_BATCH])]
+                }
+            }
+            for i in range(0, len(candidates), CANDIDATE_BATCH)
+        ]
+
     # -- threshold
 
     def _threshold(self, plan: RulePlan, start: datetime, end: datetime) -> list[RuleHit]:
@@ -485,7 +633,12 @@ class RuleExecutor:
                 histogram["offset"] = f"+{offset}s"
             grids.append([*group_sources(rule), {"w": {"date_histogram": histogram}}])
         hits: list[RuleHit] = []
-        for _, bucket in self._composites(query, grids, aggs):
+        buckets = (
+            bucket
+            for restricted in self._restricted(query, rule, minimum_count(plan))
+            for _, bucket in self._composites(restricted, grids, aggs)
+        )
+        for bucket in buckets:
             values = read_metrics(bucket, rule.metrics)
             if not conditions_hold(plan, values, skip=frozenset(timing)):
                 continue
@@ -697,7 +850,12 @@ class RuleExecutor:
             return []
         value_only = frozenset(rule.metric_names() - {"value", "count", value_name})
         current: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = defaultdict(dict)
-        for bucket in self._composite(current_query, sources, aggs):
+        restricted = self._restricted(current_query, rule, minimum_count(plan))
+        floor = minimum_sum(plan)
+        if floor is not None and restricted == [current_query]:
+            restricted = self._restricted_by_sum(current_query, rule, value_metrics, floor)
+        buckets = (b for q in restricted for b in self._composite(q, sources, aggs))
+        for bucket in buckets:
             values = read_metrics(bucket, value_metrics)
             values["value"] = values["count"] if value_name == "count" else values[value_name]
             # Conditions on the value alone (e.g. value >= $min_value) prune before history.
