@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from collectors.enrichment import build_enrichment_stages, dead_letter_file_for
 from collectors.formats import get_format
 from collectors.inputs.text_lines import read_file_lines, read_lines
+from collectors.intel_hook import IndicatorLookup
 from collectors.log_format import ParseContext, Record
 from collectors.masking import MaskingPolicy
 from collectors.normalise import Department, Normaliser
@@ -58,12 +59,18 @@ def ingest_records(
     format_name: str | None = None,
     department: Department | None = None,
     archive: ParquetArchive | None = None,
+    indicators: IndicatorLookup | None = None,
 ) -> tuple[IngestReport, DeadLetterFile]:
-    """Parse, normalise and bulk-write records; returns the counters and the dead-letter file."""
+    """Parse, normalise and bulk-write records; returns the counters and the dead-letter file.
+
+    `indicators` (threat intelligence, see sharing/indicator_matching.py) adds the intel stage.
+    """
     department_id = department.id if department else None
     masking = MaskingPolicy.from_settings(settings)
     # Configuration errors (no masking key, a broken asset inventory) surface before any input.
-    stages = build_enrichment_stages(settings, department_id, masking=masking)
+    stages = build_enrichment_stages(
+        settings, department_id, masking=masking, indicators=indicators
+    )
     dead_letters = dead_letter_file_for(settings, department_id, masking)
     store.install_templates()
     pipeline = IngestPipeline(

@@ -183,6 +183,9 @@ def ingest(
         fail(str(error), EXIT_UNAVAILABLE)
         return
     owner = Department(department, department_name, sector) if department else None
+    from sharing.indicator_matching import ingest_lookup
+
+    indicators = ingest_lookup(settings, store.client)  # active intelligence, if any
     total_bytes = sum(p.stat().st_size for p in files if p != STDIN and p.is_file())
     archive = ParquetArchive(archive_dir) if archive_dir else None
     results: list[dict[str, Any]] = []
@@ -206,6 +209,7 @@ def ingest(
                     format_name=format_name,
                     department=owner,
                     archive=archive,
+                    indicators=indicators,
                 )
             except (UnknownFormat, MaskingKeyMissing, AssetInventoryError) as error:
                 fail(str(error), EXIT_USAGE)
@@ -1063,6 +1067,13 @@ def exceptions_remove(
     if not as_json:
         console.print(f"exception {exception_id} disabled")
 
+
+# ------------------------------------------------------------------ threat intelligence
+
+# intel publish|pull|push|import|export|hunt|keygen|status live in sharing/intel_cli.py.
+from sharing.intel_cli import register_intel_commands  # noqa: E402
+
+register_intel_commands(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -23,6 +23,74 @@ MaskingDetector = Literal["id_number", "mobile", "bank_card", "email"]
 ALL_MASKING_DETECTORS: tuple[MaskingDetector, ...] = ("id_number", "mobile", "bank_card", "email")
 
 
+class TaxiiPeerCollection(BaseModel):
+    """One collection of a TAXII peer and which way objects flow through it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    direction: Literal["pull", "push", "both"] = "pull"
+
+
+class TaxiiPeer(BaseModel):
+    """A TAXII 2.1 server this platform exchanges intelligence with (sharing/taxii_sync.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    api_root: str  # e.g. https://cert.example/taxii2/api1/
+    username: str | None = None
+    # Secrets never live in the file: the names of environment variables holding them.
+    password_env: str | None = None
+    verify_tls: bool = True
+    collections: list[TaxiiPeerCollection] = Field(default_factory=list)
+    max_tlp: str = "amber"  # the most restrictive TLP level this peer may be sent
+    page_size: int = Field(default=500, ge=1, le=10_000)
+
+
+class IntelSettings(BaseModel):
+    """The `[intel]` table: STIX production, feeds, TAXII peers, matching and retro-hunt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    province_name: str = "省网络安全联防平台"  # the platform's own STIX identity
+    default_tlp: str = "amber"  # TLP of published alerts and incidents
+    department_tlp: dict[str, str] = Field(default_factory=dict)  # organization.id -> level
+    publish_min_severity: Literal["low", "medium", "high", "critical"] = "medium"
+    # Indicator validity when an alert becomes an indicator, per STIX observable type.
+    validity_days: dict[str, int] = Field(
+        default_factory=lambda: {
+            "ipv4-addr": 30,
+            "ipv6-addr": 30,
+            "domain-name": 90,
+            "url": 30,
+            "email-addr": 90,
+            "file": 365,
+        }
+    )
+    # Addresses never published as indicators besides the private/special ranges.
+    internal_networks: list[str] = Field(default_factory=list)
+    # Matching: indicators at or above this effective confidence are active.
+    confidence_threshold: int = Field(default=30, ge=0, le=100)
+    default_confidence: int = Field(default=50, ge=0, le=100)  # feeds that state none
+    sighting_bonus: int = Field(default=5, ge=0, le=100)  # per distinct sighting
+    sighting_bonus_cap: int = Field(default=30, ge=0, le=100)
+    decay_grace_days: float = Field(default=30.0, ge=0)  # no decay this long after activity
+    decay_half_life_days: float = Field(default=30.0, gt=0)
+    match_at_ingest: bool = True
+    retro_hunt_days: int = Field(default=30, ge=0)
+    retro_hunt_budget_seconds: float = Field(default=120.0, gt=0)
+    retro_hunt_batch_size: int = Field(default=5000, ge=1, le=65_000)
+    matcher_max_candidates: int = Field(default=5000, ge=1)
+    # TAXII client.
+    peers: list[TaxiiPeer] = Field(default_factory=list)
+    sync_retries: int = Field(default=4, ge=0)
+    sync_backoff_seconds: float = Field(default=1.0, ge=0)
+    sync_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Offline exchange: public keys (PEM) whose signed bundles `intel import` accepts.
+    trusted_keys_dir: Path | None = None
+
+
 class MaskingOverride(BaseModel):
     """One department's masking policy; a key left out keeps the `[masking]` value."""
 
@@ -130,6 +198,8 @@ class Settings(BaseSettings):
     # TAXII 2.1 server (sharing/taxii_collections.py): server, API root, limits and collections;
     # unset means the packaged default (one community collection, one per demo department).
     taxii_collections_path: Path | None = None
+    # Threat intelligence: STIX production, feeds, TAXII peers, matching (sharing/).
+    intel: IntelSettings = Field(default_factory=IntelSettings)
 
     # Behavioural rules and the detection scheduler (detection/).
     detection_rules: DetectionRuleSettings = Field(default_factory=DetectionRuleSettings)

@@ -1,0 +1,441 @@
+"""`lianfang intel …`: threat intelligence from the command line.
+
+publish (alerts and incidents -> STIX in the outbox), pull and push (TAXII peers), import
+(STIX bundles, CSV/TXT IOC lists, MISP feeds, signed offline bundles), export (a bundle
+file, optionally signed), hunt (decay, retro-hunt, alerts and sightings), keygen, status.
+The group joins lianfang/cli.py through `register_intel_commands`; heavy imports happen
+inside the commands so that the CLI starts fast.
+
+Exit codes: 0 success; 1 done, but something was quarantined, refused, held back by
+policy failures or left unfinished; 2 usage error (unknown peer, bad file or key, an
+unsigned or tampered signed bundle); 3 Elasticsearch or a peer unavailable.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lianfang.settings import Settings
+
+
+def _cli() -> Any:
+    from lianfang import cli  # the shared output helpers and exit codes
+
+    return cli
+
+
+def _client(settings: Settings) -> Any:
+    from lianfang.store import StoreUnavailable, connect
+
+    try:
+        client = connect(settings)
+        client.cluster.health()
+    except StoreUnavailable as error:
+        _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)
+    except Exception as error:
+        _cli().fail(f"Elasticsearch is not reachable: {error}", _cli().EXIT_UNAVAILABLE)
+    return client
+
+
+def _moment(text: str | None, option: str) -> datetime | None:
+    """ISO-8601 with a zone, or a duration back from now (`7d`, `12h`)."""
+    if text is None:
+        return None
+    from detection.rule_format import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        _cli().fail(f"{option}: {error}", _cli().EXIT_USAGE)
+        return None
+    if moment.tzinfo is None:
+        _cli().fail(f"{option} needs a zone, e.g. 2026-11-28T00:00:00+08:00", _cli().EXIT_USAGE)
+    return moment
+
+
+def _level(text: str | None) -> Any:
+    from sharing.tlp import UnknownTlpLevel, parse_level
+
+    if text is None:
+        return None
+    try:
+        return parse_level(text)
+    except UnknownTlpLevel as error:
+        _cli().fail(str(error), _cli().EXIT_USAGE)
+        return None
+
+
+def _print_pairs(title: str, data: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in data.items():
+        table.add_row(str(key), str(value))
+    Console().print(table)
+
+
+def register_intel_commands(main: click.Group) -> None:
+    """Add the `intel` group to the main command."""
+
+    @main.group()
+    def intel() -> None:
+        """Threat intelligence: STIX 2.1 publishing, feeds, TAXII peers, matching."""
+
+    @intel.command("publish")
+    @click.option("--alert", "alert_ids", multiple=True, help="an alert id (repeatable)")
+    @click.option("--incident", "incident_ids", multiple=True, help="a joint incident id")
+    @click.option("--since", help="alerts active since (ISO-8601 or a duration such as 1d)")
+    @click.option("--tlp", help="TLP of what is published (default: [intel] settings)")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_publish(
+        settings: Settings,
+        alert_ids: tuple[str, ...],
+        incident_ids: tuple[str, ...],
+        since: str | None,
+        tlp: str | None,
+        as_json: bool,
+    ) -> None:
+        """Turn alerts and joint incidents into validated STIX and queue them for sharing."""
+        from collectors.masking import MaskingKeyMissing
+        from sharing.intel_publish import Publisher, PublishReport
+
+        if not (alert_ids or incident_ids or since):
+            _cli().fail("name --alert, --incident or --since", _cli().EXIT_USAGE)
+        level = _level(tlp)
+        client = _client(settings)
+        try:
+            publisher = Publisher(settings, client)
+        except MaskingKeyMissing as error:
+            _cli().fail(str(error), _cli().EXIT_USAGE)
+            return
+        report = PublishReport()
+        parts = []
+        if alert_ids:
+            parts.append(publisher.publish_alerts(alert_ids, level))
+        for incident_id in incident_ids:
+            parts.append(publisher.publish_incident(incident_id, level))
+        if since:
+            parts.append(publisher.publish_recent(_moment(since, "--since"), level))
+        for part in parts:
+            report.published += part.published
+            report.objects_queued += part.objects_queued
+            report.indicators += part.indicators
+            report.withheld += part.withheld
+            report.refused += part.refused
+            report.missing += part.missing
+        _cli().emit(report.as_dict(), as_json)
+        if not as_json:
+            _print_pairs(
+                "published",
+                {
+                    "records": len(report.published),
+                    "objects queued": report.objects_queued,
+                    "indicators": report.indicators,
+                    "withheld": len(report.withheld),
+                    "refused": len(report.refused),
+                    "missing": ", ".join(report.missing) or "-",
+                },
+            )
+            for line in report.withheld + report.refused:
+                Console(stderr=True).print(line)
+        if report.missing and not (report.published or report.withheld):
+            sys.exit(_cli().EXIT_USAGE)
+        sys.exit(_cli().EXIT_PARTIAL if report.refused else _cli().EXIT_OK)
+
+    def _sync(settings: Settings, peer: str | None, as_json: bool, direction: str) -> None:
+        from sharing.taxii_sync import PeerConfigError, TaxiiSync
+
+        client = _client(settings)
+        sync = TaxiiSync(settings, client)
+        try:
+            reports = sync.pull(peer) if direction == "pull" else sync.push(peer)
+        except PeerConfigError as error:
+            _cli().fail(str(error), _cli().EXIT_USAGE)
+            return
+        rows = [r.as_dict() for r in reports]
+        _cli().emit({"collections": rows}, as_json)
+        if not as_json:
+            table = Table(
+                "peer", "collection", "pages", "objects", "quarantined", "held back", "error"
+            )
+            for report in reports:
+                table.add_row(
+                    report.peer,
+                    report.collection,
+                    str(report.pages),
+                    str(report.objects),
+                    str(report.intake.quarantined),
+                    str(report.held_back),
+                    report.error or "",
+                )
+            Console().print(table)
+        if not reports and not settings.intel.peers:
+            console = Console(stderr=True)
+            console.print("no TAXII peers configured ([[intel.peers]] in lianfang.toml)")
+        if any(r.error for r in reports):
+            sys.exit(_cli().EXIT_UNAVAILABLE)
+        partial = any(r.failures or r.held_back or r.intake.quarantined for r in reports)
+        sys.exit(_cli().EXIT_PARTIAL if partial else _cli().EXIT_OK)
+
+    @intel.command("pull")
+    @click.option("--peer", help="only this peer (default: every configured peer)")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_pull(settings: Settings, peer: str | None, as_json: bool) -> None:
+        """Fetch what peers added since the last pull (bookmarks survive restarts)."""
+        _sync(settings, peer, as_json, "pull")
+
+    @intel.command("push")
+    @click.option("--peer", help="only this peer (default: every configured peer)")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_push(settings: Settings, peer: str | None, as_json: bool) -> None:
+        """Send peers what was published since the last push, within their TLP ceiling."""
+        _sync(settings, peer, as_json, "push")
+
+    @intel.command("import")
+    @click.argument("source")
+    @click.option(
+        "--format",
+        "feed_format",
+        type=click.Choice(["auto", "stix", "txt", "csv", "misp"]),
+        default="auto",
+    )
+    @click.option("--name", help="the feed's name (default: from the file name)")
+    @click.option("--tlp", default="amber", help="TLP of plain entries without one (default amber)")
+    @click.option("--confidence", type=click.IntRange(0, 100), help="confidence of plain entries")
+    @click.option("--valid-days", type=click.IntRange(1, 3650), default=90)
+    @click.option(
+        "--trusted-key",
+        "trusted_key_paths",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="public key (or folder of *.pub) whose signature is required",
+    )
+    @click.option(
+        "--require-signature", is_flag=True, help="refuse files without a valid signature"
+    )
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_import(
+        settings: Settings,
+        source: str,
+        feed_format: str,
+        name: str | None,
+        tlp: str,
+        confidence: int | None,
+        valid_days: int,
+        trusted_key_paths: tuple[Path, ...],
+        require_signature: bool,
+        as_json: bool,
+    ) -> None:
+        """Import a STIX bundle (file or URL), a CSV/TXT IOC list or a MISP feed."""
+        from sharing.feed_import import FeedError, FeedOptions, load_feed
+        from sharing.indicator_confidence import ConfidenceRule
+        from sharing.intel_store import IntelStore
+        from sharing.signed_bundles import KeyFileError, SignatureError, trusted_keys, verify_file
+
+        keys_from = list(trusted_key_paths)
+        if settings.intel.trusted_keys_dir is not None:
+            keys_from.append(settings.intel.trusted_keys_dir)
+        signed_by = None
+        if require_signature or trusted_key_paths:
+            if source.startswith(("http://", "https://")):
+                _cli().fail("signed bundles are imported from files", _cli().EXIT_USAGE)
+            try:
+                keys = trusted_keys(keys_from)
+                if not keys:
+                    _cli().fail("no trusted public key given (--trusted-key)", _cli().EXIT_USAGE)
+                signed_by = verify_file(Path(source), keys)
+            except (SignatureError, KeyFileError) as error:
+                _cli().fail(f"refused: {error}", _cli().EXIT_USAGE)
+                return
+        feed_name = name or (f"offline-{signed_by.key_id}" if signed_by else None)
+        options = FeedOptions(
+            name=feed_name or Path(source.rstrip("/")).stem or "feed",
+            tlp=_level(tlp),
+            confidence=settings.intel.default_confidence if confidence is None else confidence,
+            validity=timedelta(days=valid_days),
+        )
+        try:
+            load = load_feed(source, feed_format, options)
+        except FeedError as error:
+            _cli().fail(str(error), _cli().EXIT_USAGE)
+            return
+        client = _client(settings)
+        store = IntelStore(
+            client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel)
+        )
+        prefix = "offline" if signed_by else "feed"
+        report = store.intake(load.objects, source=f"{prefix}:{options.name}")
+        result = {
+            "source": source,
+            "format": load.format,
+            "signed_by": signed_by.key_id if signed_by else None,
+            "skipped": load.skipped,
+            "problems": load.problems[:50],
+            **report.as_dict(),
+        }
+        _cli().emit(result, as_json)
+        if not as_json:
+            _print_pairs(f"imported {source}", {k: v for k, v in result.items() if k != "problems"})
+            for problem in load.problems[:50]:
+                Console(stderr=True).print(problem)
+        sys.exit(_cli().EXIT_PARTIAL if (report.quarantined or load.problems) else _cli().EXIT_OK)
+
+    @intel.command("export")
+    @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
+    @click.option("--since", help="published since (ISO-8601 or a duration such as 7d)")
+    @click.option("--until", help="published before (ISO-8601)")
+    @click.option("--type", "types", multiple=True, help="only these STIX types (repeatable)")
+    @click.option("--max-tlp", default="amber", help="the most restrictive TLP exported")
+    @click.option("--sign", "key_path", type=click.Path(path_type=Path), help="Ed25519 private key")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_export(
+        settings: Settings,
+        out_path: Path,
+        since: str | None,
+        until: str | None,
+        types: tuple[str, ...],
+        max_tlp: str,
+        key_path: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Write a slice of what was published as one STIX bundle (signed with --sign)."""
+        from sharing.bundle_export import export_bundle
+        from sharing.signed_bundles import KeyFileError, load_private_key
+        from sharing.stix_outbox import Outbox
+
+        private_key = None
+        if key_path is not None:
+            try:
+                private_key = load_private_key(key_path)
+            except KeyFileError as error:
+                _cli().fail(str(error), _cli().EXIT_USAGE)
+        client = _client(settings)
+        report = export_bundle(
+            Outbox(client, settings.index_prefix),
+            out_path,
+            max_tlp=_level(max_tlp),
+            since=_moment(since, "--since"),
+            until=_moment(until, "--until"),
+            types=types or None,
+            private_key=private_key,
+        )
+        _cli().emit(report.as_dict(), as_json)
+        if not as_json:
+            _print_pairs("exported", report.as_dict())
+        sys.exit(_cli().EXIT_PARTIAL if report.invalid else _cli().EXIT_OK)
+
+    @intel.command("hunt")
+    @click.option(
+        "--days", type=click.IntRange(0, 3650), help="retro-hunt horizon (default: settings)"
+    )
+    @click.option(
+        "--budget", type=float, help="seconds the retro-hunt may take (default: settings)"
+    )
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_hunt(
+        settings: Settings, days: int | None, budget: float | None, as_json: bool
+    ) -> None:
+        """Decay and expire indicators, retro-hunt new ones, raise alerts and sightings."""
+        from collectors.masking import MaskingKeyMissing
+        from sharing.intel_hunt import IntelHunter
+
+        client = _client(settings)
+        try:
+            report = IntelHunter(settings, client).run(days=days, budget_seconds=budget)
+        except MaskingKeyMissing as error:
+            _cli().fail(str(error), _cli().EXIT_USAGE)
+            return
+        data = report.as_dict()
+        _cli().emit(data, as_json)
+        if not as_json:
+            _print_pairs("states", report.states)
+            _print_pairs(
+                "retro-hunt", {k: v for k, v in data["retro_hunt"].items() if k != "unsupported"}
+            )
+            _print_pairs(
+                "results",
+                {
+                    k: data[k]
+                    for k in (
+                        "ingest_matches",
+                        "alerts_created",
+                        "alerts_updated",
+                        "sightings",
+                        "sightings_queued",
+                    )
+                },
+            )
+            for item in data["retro_hunt"]["unsupported"]:
+                Console(stderr=True).print(f"not evaluated: {item['id']}: {item['reason']}")
+        unfinished = report.retro.unfinished or report.retro.failed or report.problems
+        sys.exit(_cli().EXIT_PARTIAL if unfinished else _cli().EXIT_OK)
+
+    @intel.command("keygen")
+    @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+    @click.option("--name", default="lianfang", help="file name stem of the key pair")
+    @click.option("--json", "as_json", is_flag=True)
+    def intel_keygen(out_dir: Path, name: str, as_json: bool) -> None:
+        """Create an Ed25519 key pair for signing offline bundles."""
+        from sharing.signed_bundles import KeyFileError, generate_keypair, key_id, load_public_key
+
+        try:
+            private_path, public_path = generate_keypair(out_dir, name)
+        except KeyFileError as error:
+            _cli().fail(str(error), _cli().EXIT_USAGE)
+            return
+        result = {
+            "private_key": str(private_path),
+            "public_key": str(public_path),
+            "key_id": key_id(load_public_key(public_path)),
+        }
+        _cli().emit(result, as_json)
+        if not as_json:
+            _print_pairs("key pair", result)
+
+    @intel.command("status")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def intel_status(settings: Settings, as_json: bool) -> None:
+        """Indicators by state, plan and source; unevaluable patterns; the quarantine."""
+        from sharing.indicator_confidence import ConfidenceRule
+        from sharing.intel_store import IntelStore
+
+        client = _client(settings)
+        store = IntelStore(
+            client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel)
+        )
+        data = {
+            **store.summary(),
+            "unsupported": store.unsupported(),
+            "quarantine": [
+                {k: q.get(k) for k in ("received_at", "source", "object_id", "reasons")}
+                for q in store.quarantine.list(20)
+            ],
+        }
+        _cli().emit(data, as_json)
+        if not as_json:
+            _print_pairs(
+                "indicators",
+                {k: v for k, v in data.items() if k not in ("unsupported", "quarantine")},
+            )
+            for item in data["unsupported"]:
+                Console().print(f"not evaluated: {item['stix_id']}: {item['plan']['reason']}")
+            for item in data["quarantine"]:
+                Console().print(
+                    f"quarantined: {item['object_id']} from {item['source']}: {item['reasons']}"
+                )
