@@ -250,7 +250,29 @@ def test_dashboard_in_headless_chromium(
     page.wait_for_selector("#alert-detail #evidence-table tbody tr")
     evidence = api_get(base_url, key, f"/api/v1/alerts/{acknowledged_id}/evidence").json()
     assert page.locator("#evidence-table tbody tr").count() == len(evidence["events"]) > 0
+
+    # Assign it from its detail panel.
+    page.fill("#assign-form input[name='assignee']", "wang.analyst")
+    page.click("#assign-form button[type='submit']")
+    page.wait_for_selector(f"tr[data-alert-id='{acknowledged_id}'] td:has-text('wang.analyst')")
+    stored = api_get(base_url, key, f"/api/v1/alerts/{acknowledged_id}").json()
+    assert stored["alert"]["assignee"] == "wang.analyst"
     page.screenshot(path=str(ARTIFACTS / "dashboard-alerts.png"), full_page=True)
+
+    # Bulk: the last two open alerts acknowledged at once; the first open one stays open.
+    open_rows = page.locator("#alert-table tbody tr[data-status='open']")
+    assert open_rows.count() >= 3
+    last = open_rows.count() - 1
+    bulk_ids = [open_rows.nth(n).get_attribute("data-alert-id") for n in (last, last - 1)]
+    for alert_id in bulk_ids:
+        page.locator(f"tr[data-alert-id='{alert_id}'] input[type='checkbox']").check()
+    assert page.text_content("#selected-count") == "2 selected"
+    page.click("#bulk-acknowledge")
+    for alert_id in bulk_ids:
+        page.wait_for_selector(f"tr[data-alert-id='{alert_id}'][data-status='acknowledged']")
+        stored = api_get(base_url, key, f"/api/v1/alerts/{alert_id}").json()
+        assert stored["alert"]["status"] == "acknowledged"
+    assert page.text_content("#selected-count") == "0 selected"
 
     # An incident from another open alert.
     chosen = page.locator("#alert-table tbody tr[data-status='open']").first
