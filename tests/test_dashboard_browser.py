@@ -329,6 +329,7 @@ def test_dashboard_in_headless_chromium(
     page.wait_for_selector("#login-view:not([hidden])")
     assert page.text_content("#login-error") == "密钥已失效，请重新登录。"
     assert page.evaluate("sessionStorage.length") == 0
+    assert page.is_hidden("#error"), "a 401 is explained on the login form, not in the banner"
 
     assert not problems, problems
     # Only the wrong and the revoked key were refused (and the situation API probed, when absent).

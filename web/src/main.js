@@ -35,6 +35,8 @@ function start() {
   const app = {
     api: new ApiClient({ onUnauthorized: () => logout("login.expired") }),
     showError(error) {
+      // a 401 has already sent the page back to the login form, which says why
+      if (error instanceof ApiError && error.status === 401) return;
       lastError = error;
       byId("error-text").textContent = describeError(error);
       byId("error").hidden = false;

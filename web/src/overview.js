@@ -8,6 +8,8 @@ import { overviewFromSituation } from "./situation.js";
 
 const RANGES = { "24h": 24, "7d": 24 * 7, "30d": 24 * 30 };
 const HOUR = 3600 * 1000;
+// The overview refreshes itself while it is on screen.
+const REFRESH_MS = 60 * 1000;
 
 /** [start, end) in ms: `hours` back from the end of the current hour. */
 export function rangeBounds(name, now = Date.now()) {
@@ -72,6 +74,7 @@ export function createOverview(root, app) {
   let breakdown = "sector";
   let model = null;
   let loading = false;
+  let timer = null;
   const charts = new Map();
   const resizer = new ResizeObserver(() => {
     for (const chart of charts.values()) chart.resize();
@@ -266,24 +269,47 @@ export function createOverview(root, app) {
     root.dataset.loaded = String(!loading);
   }
 
+  // Each load has a number; only the latest one's answer is shown (a range change or a
+  // refresh while loading supersedes it, leaving the view discards it).
+  let generation = 0;
+
   async function load() {
+    const mine = ++generation;
     loading = true;
     render();
     const { startMs, endMs } = rangeBounds(rangeName);
     try {
-      model = await loadOverview(app.api, startMs, endMs);
+      const next = await loadOverview(app.api, startMs, endMs);
+      if (mine !== generation) return;
+      model = next;
       app.clearError();
     } catch (error) {
-      app.showError(error);
+      if (mine === generation) app.showError(error);
     } finally {
-      loading = false;
-      render();
+      if (mine === generation) {
+        loading = false;
+        render();
+      }
     }
   }
 
+  function stopRefreshing() {
+    if (timer !== null) clearInterval(timer);
+    timer = null;
+  }
+
   return {
-    show: () => load(),
-    hide: () => disposeCharts(),
+    show: () => {
+      stopRefreshing();
+      timer = setInterval(load, REFRESH_MS);
+      return load();
+    },
+    hide: () => {
+      generation += 1;
+      loading = false;
+      stopRefreshing();
+      disposeCharts();
+    },
     relabel: () => render(),
   };
 }
