@@ -226,7 +226,8 @@ def test_dashboard_in_headless_chromium(
     else:
         expected_alerts = api_get(base_url, key, "/api/v1/alerts", size=1).json()["total"]
     assert expected_alerts > 0
-    alerts_figure = page.locator(".kpi", has_text="Alerts").first.locator(".kpi-value")
+    alerts_figure = page.locator(".kpi[data-kpi='alerts'] .kpi-value")
+    assert page.text_content(".kpi[data-kpi='alerts'] .kpi-label") == "Alerts"
     assert int(alerts_figure.text_content().replace(",", "")) == expected_alerts
     for chart in CHARTS:
         canvas = page.locator(f"#chart-{chart} canvas").first

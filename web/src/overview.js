@@ -114,7 +114,12 @@ export function createOverview(root, app) {
   }
 
   function kpi(key, value, tone) {
-    return el("div", { class: ["kpi", tone] }, el("div", { class: "kpi-value" }, value), el("div", { class: "kpi-label" }, t(key)));
+    return el(
+      "div",
+      { class: ["kpi", tone], dataset: { kpi: key.replace("overview.", "") } },
+      el("div", { class: "kpi-value" }, value),
+      el("div", { class: "kpi-label" }, t(key)),
+    );
   }
 
   function render() {
