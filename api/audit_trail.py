@@ -148,8 +148,13 @@ def install_audit_middleware(app: FastAPI) -> None:
         finally:
             services = getattr(request.app.state, "services", None)
             trail: AuditTrail | None = getattr(services, "audit", None)
-            if trail is not None and request.url.path != "/api/v1/health":
+            if trail is not None and _audited(request.url.path):
                 trail.record(_entry(request, status, time.perf_counter() - started))
+
+
+def _audited(path: str) -> bool:
+    """API and TAXII calls are audited; the dashboard's static files and health checks are not."""
+    return path.startswith(("/api/", "/taxii2/")) and path != "/api/v1/health"
 
 
 def _route_template(request: Request) -> str:
