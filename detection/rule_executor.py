@@ -52,9 +52,7 @@ MSEARCH_BATCH = 100
 SEQUENCE_EVENTS_CAP = 2000
 MAX_CANDIDATES = 1000
 BASELINE_CANDIDATE_BATCH = 500
-CANDIDATE_TERMS = 10000
-CANDIDATE_BATCH = 500
-MISSING = "\x00missing"
+PRUNE_TERMS = 50000
 UNKNOWN_VALUE = "unknown"
 ORGANIZATION = "organization.id"
 
@@ -395,21 +393,6 @@ def minimum_sum(plan: RulePlan) -> float | None:
     return max(bounds) if bounds else None
 
 
-def candidate_filter(rule: BehaviouralRule, candidates: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """A query matching the events of the given (department, group values...) tuples."""
-    fields = [ORGANIZATION, *rule.group_by]
-    alternatives = []
-    for values in candidates:
-        clauses = []
-        for name, value in zip(fields, values, strict=True):
-            if value is None:
-                clauses.append({"bool": {"must_not": [{"exists": {"field": name}}]}})
-            else:
-                clauses.append({"term": {aggregatable(name): value}})
-        alternatives.append({"bool": {"filter": clauses}})
-    return {"bool": {"should": alternatives, "minimum_should_match": 1}}
-
-
 def group_clauses(hit: RuleHit, rule: BehaviouralRule) -> list[dict[str, Any]]:
     """Term filters selecting one hit's department and group values."""
     clauses: list[dict[str, Any]] = []
@@ -518,29 +501,36 @@ class RuleExecutor:
         }  # fmt: skip
         return organization, group
 
-    def _candidates(
-        self, query: dict[str, Any], rule: BehaviouralRule, minimum: int
-    ) -> list[tuple[Any, ...]] | None:
-        """Groups with at least `minimum` events in the whole range (None: cannot tell).
+    def _prune(
+        self,
+        query: dict[str, Any],
+        rule: BehaviouralRule,
+        minimum: int = 1,
+        sum_metric: Metric | None = None,
+        floor: float | None = None,
+    ) -> dict[str, Any] | None:
+        """The query narrowed to group values that can still qualify (None: none can).
 
-        Nested terms aggregations with `min_doc_count` prune server-side, so rules grouped by
-        high-cardinality fields (pairs of addresses) do not page through every pair. Events
-        without a group-by field are left out of such rules.
+        A group with at least `minimum` events (or a sum of at least `floor`) in one window
+        has at least as many in the whole range, and so has each of its field values. One
+        request with a sibling terms aggregation per group-by field (`min_doc_count`, or a
+        sum sub-aggregation) finds those values, so rules grouped by high-cardinality pairs
+        do not page through every pair. Events without a group-by field are then left out.
         """
-        fields = [ORGANIZATION, *rule.group_by]
+        by_sum = sum_metric is not None and floor is not None
+        if minimum < 2 and not by_sum:
+            return query
         aggs: dict[str, Any] = {}
-        for depth in range(len(fields) - 1, -1, -1):
+        for number, name in enumerate(rule.group_by):
             terms: dict[str, Any] = {
-                "field": aggregatable(fields[depth]),
-                "size": CANDIDATE_TERMS,
-                "min_doc_count": minimum,
+                "field": aggregatable(name),
+                "size": PRUNE_TERMS,
+                "min_doc_count": max(minimum, 1),
             }
-            if depth == 0:
-                terms["missing"] = MISSING
             level: dict[str, Any] = {"terms": terms}
-            if aggs:
-                level["aggs"] = aggs
-            aggs = {f"c{depth}": level}
+            if by_sum:
+                level["aggs"] = {"total": {"sum": {"field": sum_metric.field}}}
+            aggs[f"f{number}"] = level
         response = self.client.search(
             index=self.events_index,
             size=0,
@@ -549,68 +539,20 @@ class RuleExecutor:
             allow_partial_search_results=False,
             ignore_unavailable=True,
         )
-        found: list[tuple[Any, ...]] = []
-
-        def walk(result: dict[str, Any], depth: int, prefix: tuple[Any, ...]) -> bool:
-            buckets = result.get(f"c{depth}", {}).get("buckets", [])
-            if len(buckets) >= CANDIDATE_TERMS:
-                return False  # possibly truncated: no safe pruning
-            for bucket in buckets:
-                key = bucket.get("key_as_string", bucket["key"]) if depth else bucket["key"]
-                value = None if key == MISSING else key
-                if depth == len(fields) - 1:
-                    found.append((*prefix, value))
-                elif not walk(bucket, depth + 1, (*prefix, value)):
-                    return False
-            return True
-
-        if not walk(response.get("aggregations", {}), 0, ()):
-            return None
-        return found
-
-    def _restricted(
-        self, query: dict[str, Any], rule: BehaviouralRule, minimum: int
-    ) -> list[dict[str, Any]]:
-        """The query split by candidate groups ([] when no group can qualify)."""
-        if minimum < 2:
-            return [query]
-        candidates = self._candidates(query, rule, minimum)
-        if candidates is None:
-            return [query]
-        return [
-            {
-                "bool": {
-                    "filter": [query, candidate_filter(rule, candidates[i : i + CANDIDATE_BATCH])]
-                }
-            }
-            for i in range(0, len(candidates), CANDIDATE_BATCH)
-        ]
-
-    def _restricted_by_sum(
-        self,
-        query: dict[str, Any],
-        rule: BehaviouralRule,
-        value_metrics: dict[str, Metric],
-        floor: float,
-    ) -> list[dict[str, Any]]:
-        """The query split by groups whose whole-range sum reaches `floor` (a window's
-        sum never exceeds the range's, for non-negative values)."""
-        aggs = metric_aggregations(value_metrics, {})
-        candidates: list[tuple[Any, ...]] = []
-        for bucket in self._composite(query, group_sources(rule), aggs):
-            values = read_metrics(bucket, value_metrics)
-            total = next(iter(v for k, v in values.items() if k != "count"), None)
-            if isinstance(total, float) and total >= floor:
-                key = bucket["key"]
-                candidates.append(tuple(key.get(f"g{i}") for i in range(len(rule.group_by) + 1)))
-        return [
-            {
-                "bool": {
-                    "filter": [query, candidate_filter(rule, candidates[i : i + CANDIDATE_BATCH])]
-                }
-            }
-            for i in range(0, len(candidates), CANDIDATE_BATCH)
-        ]
+        clauses: list[dict[str, Any]] = [query]
+        for number, name in enumerate(rule.group_by):
+            buckets = response.get("aggregations", {}).get(f"f{number}", {}).get("buckets", [])
+            if len(buckets) >= PRUNE_TERMS:
+                continue  # possibly truncated: this field cannot be narrowed safely
+            values = [
+                bucket.get("key_as_string", bucket["key"])
+                for bucket in buckets
+                if not by_sum or (bucket["total"]["value"] or 0) >= (floor or 0)
+            ]
+            if not values:
+                return None
+            clauses.append({"terms": {aggregatable(name): values}})
+        return {"bool": {"filter": clauses}}
 
     # -- threshold
 
@@ -633,11 +575,8 @@ class RuleExecutor:
                 histogram["offset"] = f"+{offset}s"
             grids.append([*group_sources(rule), {"w": {"date_histogram": histogram}}])
         hits: list[RuleHit] = []
-        buckets = (
-            bucket
-            for restricted in self._restricted(query, rule, minimum_count(plan))
-            for _, bucket in self._composites(restricted, grids, aggs)
-        )
+        pruned = self._prune(query, rule, minimum_count(plan))
+        buckets = () if pruned is None else (b for _, b in self._composites(pruned, grids, aggs))
         for bucket in buckets:
             values = read_metrics(bucket, rule.metrics)
             if not conditions_hold(plan, values, skip=frozenset(timing)):
@@ -850,11 +789,15 @@ class RuleExecutor:
             return []
         value_only = frozenset(rule.metric_names() - {"value", "count", value_name})
         current: dict[tuple[Any, ...], dict[datetime, dict[str, Any]]] = defaultdict(dict)
-        restricted = self._restricted(current_query, rule, minimum_count(plan))
         floor = minimum_sum(plan)
-        if floor is not None and restricted == [current_query]:
-            restricted = self._restricted_by_sum(current_query, rule, value_metrics, floor)
-        buckets = (b for q in restricted for b in self._composite(q, sources, aggs))
+        pruned = self._prune(
+            current_query,
+            rule,
+            minimum_count(plan),
+            value_metrics.get(value_name),
+            floor,
+        )
+        buckets = () if pruned is None else self._composite(pruned, sources, aggs)
         for bucket in buckets:
             values = read_metrics(bucket, value_metrics)
             values["value"] = values["count"] if value_name == "count" else values[value_name]
