@@ -217,3 +217,16 @@ def test_checkpoints_of_vanished_files_are_forgotten_only_when_idle(tmp_path: Pa
     assert store.forget_vanished(-1) == [gone.source]
     assert store.get(kept.source) is not None  # still at its path: kept however old
     assert CheckpointStore(tmp_path / "checkpoints").get(gone.source) is None
+
+
+def test_header_lines_are_replayed_when_resuming_mid_file(tmp_path: Path) -> None:
+    log = tmp_path / "conn.log"
+    log.write_text("#separator \\x09\n#fields\ta\tb\n1\t2\n3\t4\n")
+    first = follower(tmp_path, log, follow=False, chunk_lines=3)
+    acknowledge(first, [first.poll()[0]])  # headers and "1 2" are in the index
+    first.close()
+    again = follower(tmp_path, log, follow=False)
+    chunks = drain(again)
+    lines = [(line.text, line.offset) for chunk in chunks for line in chunk.lines]
+    assert lines == [("#separator \\x09", 0), ("#fields\ta\tb", 16), ("3\t4", 32)]
+    assert chunks[0].start_offset == 32 and chunks[0].end_offset == log.stat().st_size

@@ -10,7 +10,9 @@ file. Files are told apart by device and inode, not by name, so:
 - truncation (size below the read position, or changed first bytes: copytruncate) starts
   the file again at 0 as a new generation;
 - a new file that matches a glob is picked up at the next scan;
-- a file seen before resumes from its checkpoint, if its fingerprint still matches.
+- a file seen before resumes from its checkpoint, if its fingerprint still matches; the
+  `#` header lines at its start (Zeek TSV, W3C) come again with the first chunk, so a
+  format that learns its columns from them still parses the lines after the checkpoint.
 
 It is poll-based (no inotify), so it works on any filesystem, including network mounts.
 A line is only taken once its newline is there; the last line of a file without one is
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".7z")
 READ_BYTES = MAX_LINE_BYTES + 1  # one read always tells whether a line is overlong
 DEFAULT_CHUNK_LINES = 2000
+HEADER_BYTES = 64 * 1024  # how much of a file's start may be header lines to replay
 # Checkpoints of files gone from their path are dropped after this long without progress.
 FORGET_VANISHED_AFTER = 7 * 24 * 3600.0
 CLEANUP_EVERY = 3600.0
@@ -91,6 +94,25 @@ def find_files(patterns: list[str]) -> dict[tuple[int, int], str]:
     return found
 
 
+def header_lines(descriptor: int, before: int) -> list[Line]:
+    """The `#` lines that open a file (Zeek TSV, W3C), when reading resumes at `before`.
+
+    Stateful formats learn their columns from these headers, so they are parsed again
+    before the first lines read after a restart. Their events, if a format makes any,
+    have the ids they had the first time, so replaying them never duplicates anything.
+    """
+    if before <= 0:
+        return []
+    head = os.pread(descriptor, min(before, HEADER_BYTES), 0)
+    head = head[: head.rfind(b"\n") + 1]  # complete lines only
+    headers = []
+    for line in read_lines(io.BytesIO(head)):
+        if not line.text.startswith("#"):
+            break
+        headers.append(line)
+    return headers
+
+
 class _OpenFile:
     """One file being read: its descriptor, identity and read position."""
 
@@ -113,6 +135,8 @@ class _OpenFile:
         self.skipping_overlong = False
         self.detached_since: float | None = None  # no longer at any matched path
         self.at_end = False
+        # Header lines replayed before the first lines read after resuming mid-file.
+        self.preamble: list[Line] = []
 
     def progress(self) -> FileProgress:
         if self.detached_since is not None:
@@ -199,9 +223,11 @@ class FileFollower:
             if status.st_size >= saved.offset:
                 if saved.path != path:
                     self.checkpoints.update(saved.source, path=path)
-                self._open[key] = _OpenFile(
+                opened = _OpenFile(
                     saved.source, path, descriptor, status, saved.offset, saved.fingerprint
                 )
+                opened.preamble = header_lines(descriptor, saved.offset)
+                self._open[key] = opened
                 return
             log.info("%s is shorter than its checkpoint: truncated, reading from 0", path)
         fingerprint = Fingerprint.of_bytes(head)
@@ -263,6 +289,8 @@ class FileFollower:
             return None
         piece = io.BytesIO(data[:cut])
         lines = list(read_lines(piece, start_offset=start + skipped))
+        if opened.preamble and lines:
+            lines, opened.preamble = opened.preamble + lines, []
         return FileChunk(opened.source, opened.path, lines, start, opened.offset)
 
     def _cut(self, data: bytes) -> tuple[int, bool]:
