@@ -212,7 +212,8 @@ class CollectorRuntime:
         """Stop reading; deliver what is spooled for up to `drain_seconds`, then stop.
 
         A second call stops delivering at once. Checkpoints and the spool position are
-        persisted at every acknowledgement, so nothing else needs saving.
+        persisted as batches are acknowledged (at most `sync_seconds` behind) and once more
+        when `run` ends; what is still spooled is delivered by the next run.
         """
         if self._stop_reading.is_set():
             self._stop_deadline = time.monotonic()
