@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,10 @@ def test_start_status_idempotent_start_and_stop(cluster_url: str, tmp_path: Path
         assert local_node.stop(settings)
     assert local_node.status(settings)["running"] is False
     assert local_node.stop(settings) is False  # nothing left to stop
+    layout = local_node.node_layout(settings)
+    if layout.node_dir.is_relative_to(local_node.ROOT_FALLBACK_BASE):
+        # Run as root from a private tmp dir, the node lived in /var/tmp: leave nothing there.
+        shutil.rmtree(layout.node_dir.parent, ignore_errors=True)
 
 
 def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
