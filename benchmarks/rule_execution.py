@@ -124,7 +124,8 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     kept = "kept" if arguments.keep else "deleted"
-    print(f"{loaded:,} events loaded in {load_seconds:.0f} s (prefix {prefix}, {kept})")
+    verb = "reused" if arguments.prefix else f"generated and loaded in {load_seconds:.0f} s"
+    print(f"{loaded:,} events {verb} (prefix {prefix}, {kept})")
     for row in sorted(rows, key=lambda r: -r["seconds"]):
         print(f"  {row['rule']:34} {row['seconds']:7.2f} s  {row['alerts']:4} alerts")
     print(
