@@ -24,6 +24,7 @@ SEVERITY_SCORES = {"low": 21, "medium": 47, "high": 73, "critical": 99}
 STATUSES = ("open", "acknowledged", "closed")
 RESOLUTIONS = ("true_positive", "false_positive")
 EVIDENCE_CAP = 500
+UPSERT_BATCH = 500
 ALERT_TEMPLATE_VERSION = 1
 
 ALERT_FIELDS: dict[str, str] = {
@@ -236,12 +237,58 @@ class AlertStore:
         )
 
     def upsert(self, alerts: list[Alert], now: datetime | None = None) -> UpsertReport:
-        """Create or merge each alert; safe to call again with the same detections."""
+        """Create or merge each alert; safe to call again with the same detections.
+
+        Alerts are read with one mget and written with one bulk request per UPSERT_BATCH
+        (a Sigma run over a day raises hundreds); a write that meets a concurrent change
+        (409) is redone one at a time with the read-merge-write retry of `_upsert_one`.
+        """
         now = now or datetime.now(UTC)
         report = UpsertReport()
+        documents: dict[str, dict[str, Any]] = {}
         for alert in alerts:
-            self._upsert_one(alert.document(now), report)
+            document = alert.document(now)
+            alert_id = document["alert"]["id"]
+            if alert_id in documents:  # the same alert twice in one call: fold it first
+                document = merge_alert(documents[alert_id], document)
+            documents[alert_id] = document
+        pending = list(documents.values())
+        for start in range(0, len(pending), UPSERT_BATCH):
+            self._upsert_batch(pending[start : start + UPSERT_BATCH], report)
         return report
+
+    def _upsert_batch(self, documents: list[dict[str, Any]], report: UpsertReport) -> None:
+        ids = [document["alert"]["id"] for document in documents]
+        found = self.client.mget(index=self.index, ids=ids)["docs"]
+        operations: list[dict[str, Any]] = []
+        written: list[tuple[dict[str, Any], str]] = []  # (new detection, outcome) per operation
+        for document, current in zip(documents, found, strict=True):
+            if not current.get("found"):
+                operations += [{"create": {"_id": document["alert"]["id"]}}, document]
+                written.append((document, "created"))
+                continue
+            merged = merge_alert(current["_source"], document)
+            if merged == current["_source"]:
+                report.unchanged += 1
+                continue
+            header = {
+                "_id": document["alert"]["id"],
+                "if_seq_no": current["_seq_no"],
+                "if_primary_term": current["_primary_term"],
+            }
+            operations += [{"index": header}, merged]
+            written.append((document, "updated"))
+        if not operations:
+            return
+        response = self.client.bulk(index=self.index, operations=operations)
+        for (document, outcome), item in zip(written, response["items"], strict=True):
+            result = next(iter(item.values()))
+            if result.get("status") == 409:
+                self._upsert_one(document, report)  # changed meanwhile: merge with theirs
+            elif "error" in result:
+                raise RuntimeError(f"alert {result.get('_id')} not written: {result['error']}")
+            else:
+                setattr(report, outcome, getattr(report, outcome) + 1)
 
     def _upsert_one(
         self, document: dict[str, Any], report: UpsertReport, attempts: int = 5

@@ -1075,5 +1075,12 @@ from sharing.intel_cli import register_intel_commands  # noqa: E402
 
 register_intel_commands(main)
 
+# ------------------------------------------------------------------ Sigma rules
+
+# rules list|validate|test|run live in detection/sigma/rules_cli.py.
+from detection.sigma.rules_cli import register_rules_commands  # noqa: E402
+
+register_rules_commands(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     # Behavioural rules and the detection scheduler (detection/).
     detection_rules: DetectionRuleSettings = Field(default_factory=DetectionRuleSettings)
 
+    # Sigma rules (detection/sigma/): a SigmaHQ-layout folder; unset until the user names one.
+    sigma_rules_dir: Path | None = None
+
     demo_seed: int = Field(default=20261128)
 
     @classmethod

@@ -1,0 +1,522 @@
+"""Sigma rules: conversion and classification, regex translation, execution against the node."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from elasticsearch import Elasticsearch
+
+from collectors.file_ingest import ingest_records
+from detection.alerts import AlertStore
+from detection.sigma.conversion import ConvertedRule, convert_rule_set
+from detection.sigma.execution import RunReport, SigmaRunner
+from detection.sigma.lucene_backend import UnsupportedRegex, sigma_string_regex, translate_regex
+from detection.sigma.rule_loading import load_rule_set
+from detection.sigma.validation import validate_rules
+from lianfang.cli import main
+from lianfang.schema import Origin
+from lianfang.settings import Settings
+from lianfang.store import EventStore
+from tests.conftest import SHARED_DATASETS, TEST_MASKING_KEY
+
+SIGMAHQ = SHARED_DATASETS / "sigma"
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+DAY = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+
+WHOAMI_RULE = """
+title: Whoami Execution
+id: 0d0b4e2a-0000-4000-8000-000000000001
+status: test
+level: informational
+tags: [attack.discovery, attack.t1033]
+falsepositives: [Admin scripts]
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        Image|endswith: '\\whoami.exe'
+    filter_admin:
+        ParentImage|endswith: '\\admin_tool.exe'
+    condition: selection and not filter_admin
+"""
+CASED_RULE = """
+title: Cased Match
+id: 0d0b4e2a-0000-4000-8000-000000000002
+level: high
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        CommandLine|cased|contains: 'WhoAmI'
+    condition: selection
+"""
+REGEX_RULE = """
+title: Encoded PowerShell
+id: 0d0b4e2a-0000-4000-8000-000000000003
+level: high
+tags: [attack.execution, attack.t1059.001]
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        CommandLine|re: '\\s-e(nc|ncodedcommand)?\\s+[A-Za-z0-9+/=]{20,}$'
+    condition: selection
+"""
+MISSING_FIELD_RULE = """
+title: Either Field
+id: 0d0b4e2a-0000-4000-8000-000000000004
+level: medium
+logsource: {product: windows, category: process_creation}
+detection:
+    by_command:
+        CommandLine|contains: 'mimikatz'
+    by_absent_field:
+        NoSuchField: 'anything'
+    condition: by_command or by_absent_field
+"""
+ABSENT_ONLY_RULE = """
+title: Absent Field Only
+id: 0d0b4e2a-0000-4000-8000-000000000005
+level: low
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        NoSuchField|contains: 'x'
+    condition: selection
+"""
+LOGON_RULE = """
+title: Network Logon With Explicit Account
+id: 0d0b4e2a-0000-4000-8000-000000000006
+level: critical
+tags: [attack.lateral-movement, attack.t1021.002]
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4624
+        LogonType: 3
+        IpAddress|startswith: '10.'
+    condition: selection
+"""
+CORRELATION_RULE = """
+title: Many Whoami
+id: 0d0b4e2a-0000-4000-8000-000000000007
+correlation:
+    type: event_count
+    rules: [0d0b4e2a-0000-4000-8000-000000000001]
+    generate: true
+    group-by: [ComputerName]
+    timespan: 5m
+    condition: {gte: 10}
+"""
+FIELDREF_RULE = """
+title: Same User
+id: 0d0b4e2a-0000-4000-8000-000000000008
+level: low
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        User|fieldref: ParentUser
+    condition: selection
+"""
+CLOUD_RULE = """
+title: Cloud Thing
+id: 0d0b4e2a-0000-4000-8000-000000000009
+level: low
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection: {eventName: DeleteTrail}
+    condition: selection
+"""
+BROKEN_RULE = "title: Broken\nlogsource: {product: windows\ndetection: [\n"
+
+
+def sysmon_process(image: str, command_line: str, host: str, minute: int, **extra: str) -> dict:
+    """A Winlogbeat-shaped Sysmon process creation record."""
+    data = {"Image": image, "CommandLine": command_line, **extra}
+    return {
+        "@timestamp": (DAY + timedelta(minutes=minute)).isoformat(),
+        "winlog": {
+            "channel": SYSMON,
+            "event_id": 1,
+            "computer_name": host,
+            "provider_name": "Microsoft-Windows-Sysmon",
+            "event_data": data,
+        },
+    }
+
+
+def security_logon(ip: str, logon_type: str, minute: int) -> dict:
+    """A Winlogbeat-shaped Security 4624 record."""
+    return {
+        "@timestamp": (DAY + timedelta(minutes=minute)).isoformat(),
+        "winlog": {
+            "channel": "Security",
+            "event_id": 4624,
+            "computer_name": "DC-01",
+            "provider_name": "Microsoft-Windows-Security-Auditing",
+            "event_data": {
+                "IpAddress": ip,
+                "LogonType": logon_type,
+                "TargetUserName": "bob",
+                "TargetDomainName": "CORP",
+            },
+        },
+    }
+
+
+EVENTS = [
+    # 0: must match WHOAMI (case differs from the rule), CASED is negative (WHOAMI != WhoAmI)
+    sysmon_process("C:\\WINDOWS\\System32\\WHOAMI.EXE", "WHOAMI /all", "WS-01", 1),
+    # 1: whoami under the filtered parent: must not match WHOAMI
+    sysmon_process(
+        "C:\\Windows\\System32\\whoami.exe",
+        "whoami",
+        "WS-02",
+        2,
+        ParentImage="C:\\Tools\\admin_tool.exe",
+    ),
+    # 2: CASED positive; REGEX negative (no encoded command)
+    sysmon_process("C:\\Windows\\System32\\cmd.exe", "cmd /c WhoAmI", "WS-03", 3),
+    # 3: REGEX positive
+    sysmon_process(
+        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        "powershell.exe -NoP -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoA",
+        "WS-04",
+        4,
+    ),
+    # 4: MISSING_FIELD positive through CommandLine alone (NoSuchField is absent)
+    sysmon_process("C:\\Temp\\m.exe", "m.exe privilege::debug MIMIKATZ", "WS-05", 5),
+    # 5, 6: LOGON positive (10.x, type 3) and negative (public address)
+    security_logon("10.1.2.3", "3", 6),
+    security_logon("203.0.113.9", "3", 7),
+]
+
+
+def write_rules(folder: Path, **rules: str) -> Path:
+    """Each rule text into its own .yml file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in rules.items():
+        (folder / f"{name}.yml").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """The hand-written rules, one file each."""
+    return write_rules(
+        tmp_path / "rules",
+        whoami=WHOAMI_RULE,
+        cased=CASED_RULE,
+        regex=REGEX_RULE,
+        missing=MISSING_FIELD_RULE,
+        absent=ABSENT_ONLY_RULE,
+        logon=LOGON_RULE,
+        correlation=CORRELATION_RULE,
+        fieldref=FIELDREF_RULE,
+        cloud=CLOUD_RULE,
+        broken=BROKEN_RULE,
+    )
+
+
+def converted_by_title(rules_dir: Path) -> dict[str, ConvertedRule]:
+    """The converted rules of a directory by title."""
+    catalogue = convert_rule_set(load_rule_set([rules_dir]))
+    return {rule.title: rule for rule in catalogue.converted}
+
+
+# ------------------------------------------------------------------ pure: regex translation
+
+
+@pytest.mark.parametrize(
+    ("pattern", "texts"),
+    [
+        (r"\s-e(nc)?\s", ["a -e b", "a -enc b", "a -ex b", "-e x", " -enc"]),
+        (r"^cmd\.exe", ["cmd.exe /c", "xcmd.exe", "CMD.EXE"]),
+        (r"\.ps1$", ["a.ps1", "a.ps1x", "ps1"]),
+        (r"(^[a-z]{4}$)|(^[a-z]{8}$)", ["abcd", "abcde", "abcdefgh", "ABCD"]),
+        (r"a(?:b|c)+?d", ["xabcd", "ad", "abbd"]),
+        (r"[^a-z0-9]#@&<>~\"", ['.#@&<>~"', 'a#@&<>~"']),
+        (r"\x41\t\d{2,}", ["A\t12", "A\t1", "a\t123"]),
+    ],
+)
+def test_translated_regex_matches_like_python_search(pattern: str, texts: list[str]) -> None:
+    """The whole-value Lucene regex accepts exactly what Python's re.search accepts."""
+    translated = translate_regex(pattern)
+    for text in texts:
+        expected = re.search(pattern, text) is not None
+        assert (re.fullmatch(translated, text, re.DOTALL) is not None) == expected, (
+            text,
+            translated,
+        )
+
+
+def test_regex_ignore_case_flag_and_inline_flag() -> None:
+    """`(?i)` and the i flag fold letters into character classes."""
+    assert re.fullmatch(translate_regex("(?i)whoami"), "xWhOaMi")
+    assert re.fullmatch(translate_regex("whoami", ignore_case=True), "WHOAMI")
+    assert not re.fullmatch(translate_regex("whoami"), "WHOAMI")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "construct"),
+    [
+        (r"foo(?=bar)", "group"),
+        (r"(a)\1", "back-reference"),
+        (r"\bword\b", "word boundary"),
+        (r"a(^b)", "anchor ^"),
+    ],
+)
+def test_untranslatable_regex_is_refused_with_the_construct(pattern: str, construct: str) -> None:
+    """Constructs Lucene lacks raise UnsupportedRegex naming them."""
+    with pytest.raises(UnsupportedRegex) as raised:
+        translate_regex(pattern)
+    assert construct in str(raised.value)
+
+
+def test_sigma_string_regex_is_case_insensitive_with_wildcards() -> None:
+    """`*\\whoami.exe` as a regex matching any case, anchored to the whole value."""
+    from sigma.types import SigmaString
+
+    regex = sigma_string_regex(SigmaString("*\\whoami.exe"))
+    assert re.fullmatch(regex, "C:\\WINDOWS\\WHOAMI.EXE")
+    assert not re.fullmatch(regex, "C:\\whoami.exe.bak")
+    assert re.fullmatch(sigma_string_regex(SigmaString("a?c")), "AbC")
+
+
+# ------------------------------------------------------------------ pure: classification
+
+
+def test_rules_are_classified_with_reasons(rules_dir: Path) -> None:
+    """Converted rules carry severity, ATT&CK and query; every other rule has a reason."""
+    catalogue = convert_rule_set(load_rule_set([rules_dir]))
+    converted = {rule.title: rule for rule in catalogue.converted}
+    unsupported = {rule.title or Path(rule.id).name: rule for rule in catalogue.unsupported}
+    assert set(converted) == {
+        "Whoami Execution",
+        "Cased Match",
+        "Encoded PowerShell",
+        "Either Field",
+        "Absent Field Only",
+        "Network Logon With Explicit Account",
+    }
+    whoami = converted["Whoami Execution"]
+    assert (whoami.level, whoami.severity) == ("informational", "low")
+    assert whoami.techniques == ("T1033",) and whoami.tactics == ("discovery",)
+    assert whoami.falsepositives == ("Admin scripts",)
+    assert whoami.logsource == {"product": "windows", "category": "process_creation"}
+    assert "process.executable:" in whoami.query and ".caseless" not in whoami.query
+    assert whoami.gate["event.code"] == ("1", "4688")
+    assert converted["Network Logon With Explicit Account"].severity == "critical"
+    # The wildcard on an IP field is matched on the raw event-data string.
+    assert "winlog.event_data.IpAddress:" in converted["Network Logon With Explicit Account"].query
+    assert unsupported["Many Whoami"].kind == "correlation-rule"
+    assert "ES|QL" in unsupported["Many Whoami"].reason
+    assert unsupported["Same User"].kind == "unsupported-feature"
+    assert "field references" in unsupported["Same User"].reason
+    assert unsupported["Cloud Thing"].kind == "unsupported-logsource"
+    assert "product=aws" in unsupported["Cloud Thing"].reason
+    assert unsupported["broken.yml"].kind == "invalid-rule"
+    assert catalogue.unsupported_by_kind() == {
+        "correlation-rule": 1,
+        "unsupported-feature": 1,
+        "unsupported-logsource": 1,
+        "invalid-rule": 1,
+    }
+
+
+def test_validation_reports_issues_per_rule(tmp_path: Path) -> None:
+    """pySigma validators and the ATT&CK check name the rule; a clean rule has none."""
+    folder = write_rules(
+        tmp_path / "v",
+        proc_creation_win_whoami_clean=WHOAMI_RULE,
+        proc_creation_win_whoami_dirty=WHOAMI_RULE.replace("000000000001", "000000000099")
+        .replace("Whoami Execution", "Dirty")
+        .replace("attack.t1033", "attack.t9999")
+        .replace("'\\whoami.exe'", "'\\who\\*ami.exe'"),
+    )
+    issues = validate_rules(load_rule_set([folder]).collection.rules)
+    by_title = {issue.title for issue in issues}
+    assert "Whoami Execution" not in by_title
+    dirty = [issue for issue in issues if issue.title == "Dirty"]
+    assert any("T9999" in issue.message for issue in dirty)
+    assert any(issue.validator == "EscapedWildcard" for issue in dirty)
+
+
+@pytest.mark.skipif(not SIGMAHQ.is_dir(), reason=f"SigmaHQ rules not found at {SIGMAHQ}")
+def test_sigmahq_rules_convert() -> None:
+    """A handful of real SigmaHQ rules: builtin, sysmon, PowerShell and Linux ones."""
+    paths = [
+        SIGMAHQ / "rules/windows/process_creation/proc_creation_win_renamed_whoami.yml",
+        SIGMAHQ / "rules/windows/builtin/security/win_security_audit_log_cleared.yml",
+        SIGMAHQ
+        / "rules/windows/powershell/powershell_script/posh_ps_potential_invoke_mimikatz.yml",
+        SIGMAHQ / "rules/linux/auditd/lnx_auditd_system_info_discovery.yml",
+    ]
+    present = [path for path in paths if path.is_file()]
+    if len(present) < len(paths):
+        pytest.skip("the expected SigmaHQ rule files moved")
+    catalogue = convert_rule_set(load_rule_set(present))
+    assert not catalogue.unsupported, catalogue.unsupported
+    queries = {Path(rule.path or "").name: rule.query for rule in catalogue.converted}
+    for name, query in queries.items():
+        assert query and ".caseless" not in query, name
+    if "posh_ps_potential_invoke_mimikatz.yml" in queries:
+        assert "event.code:4104" in queries["posh_ps_potential_invoke_mimikatz.yml"]
+        assert (
+            "powershell.file.script_block_text" in queries["posh_ps_potential_invoke_mimikatz.yml"]
+        )
+    if "lnx_auditd_system_info_discovery.yml" in queries:
+        assert "auditd.log" in queries["lnx_auditd_system_info_discovery.yml"]
+
+
+# ------------------------------------------------------------------ against the node
+
+
+def ingest_events(settings: Settings, store: EventStore, events: list[dict]) -> None:
+    """The records through the real windows format and ingest pipeline."""
+    records = [
+        (json.dumps(event), Origin("test-sigma", index)) for index, event in enumerate(events)
+    ]
+    ingest_records(records, settings=settings, store=store, format_name="windows")
+    store.refresh()
+
+
+@pytest.fixture
+def sigma_settings(settings: Settings) -> Settings:
+    """Test settings without masking (these events carry no personal data)."""
+    return settings.model_copy(
+        update={"masking": settings.masking.model_copy(update={"enabled": False})}
+    )
+
+
+def event_ids_of(matches: list, title: str) -> set[str]:
+    """Which fixture events (by their origin offset in the command line) a rule matched."""
+    found = [m for m in matches if m.rule.title == title]
+    return {event["event"]["id"] for match in found for event in match.events}
+
+
+def test_rules_match_positive_and_not_negative_fixtures(
+    rules_dir: Path, sigma_settings: Settings, store: EventStore, client: Elasticsearch
+) -> None:
+    """Every hand-written rule against the fixture events, on the real node."""
+    ingest_events(sigma_settings, store, EVENTS)
+    rules = converted_by_title(rules_dir)
+    ids = [
+        hit["_id"]
+        for hit in client.search(
+            index=store.names.events_alias, size=50, sort=[{"@timestamp": "asc"}]
+        )["hits"]["hits"]
+    ]
+    assert len(ids) == len(EVENTS)
+    report = RunReport()
+    matches = SigmaRunner(client, store.names).search(list(rules.values()), report=report)
+    assert report.failures == []
+    assert event_ids_of(matches, "Whoami Execution") == {ids[0]}  # not ids[1] (filtered parent)
+    assert event_ids_of(matches, "Cased Match") == {ids[2]}  # not ids[0] (WHOAMI)
+    assert event_ids_of(matches, "Encoded PowerShell") == {ids[3]}
+    assert event_ids_of(matches, "Network Logon With Explicit Account") == {ids[5]}
+    # A field absent from every event only makes its own condition false:
+    assert event_ids_of(matches, "Either Field") == {ids[4]}
+    assert event_ids_of(matches, "Absent Field Only") == set()
+    # The index plan skipped nothing that could match: same result without it.
+    unplanned = SigmaRunner(client, store.names, plan_indices=False).search(list(rules.values()))
+    assert {(m.rule.id, m.total) for m in unplanned} == {(m.rule.id, m.total) for m in matches}
+
+
+def test_run_upserts_alerts_with_attack_and_entities(
+    rules_dir: Path, sigma_settings: Settings, store: EventStore, client: Elasticsearch
+) -> None:
+    """Hits become alerts: severity, ATT&CK names, entity, evidence; a rerun changes nothing."""
+    ingest_events(sigma_settings, store, EVENTS)
+    rules = converted_by_title(rules_dir)
+    alert_store = AlertStore(client, store.names.prefix)
+    runner = SigmaRunner(client, store.names)
+    report = runner.run(list(rules.values()), alert_store)
+    assert report.alerts.created == 5 and not report.failures
+    alert_store.refresh()
+    alerts = client.search(index=alert_store.index, size=20)["hits"]["hits"]
+    by_rule = {hit["_source"]["rule"]["name"]: hit["_source"] for hit in alerts}
+    whoami = by_rule["Whoami Execution"]
+    assert whoami["alert"]["severity"] == "low"
+    assert whoami["alert"]["entity"] == {"type": "host.name", "value": "WS-01"}
+    assert whoami["threat"]["technique"]["id"] == ["T1033"]
+    assert whoami["threat"]["technique"]["name"] == ["System Owner/User Discovery"]
+    assert "Discovery" in whoami["threat"]["tactic"]["name"]
+    assert len(whoami["alert"]["evidence"]["event_ids"]) == 1
+    assert "Whoami Execution" in whoami["alert"]["explanation"]
+    assert "WHOAMI" in whoami["alert"]["explanation"]
+    logon = by_rule["Network Logon With Explicit Account"]
+    assert logon["alert"]["entity"] == {"type": "source.ip", "value": "10.1.2.3"}
+    assert logon["alert"]["severity"] == "critical"
+    again = runner.run(list(rules.values()), alert_store)
+    assert (again.alerts.created, again.alerts.updated, again.alerts.unchanged) == (0, 0, 5)
+
+
+def test_a_failing_query_is_reported_for_its_rule_only(
+    rules_dir: Path, sigma_settings: Settings, store: EventStore, client: Elasticsearch
+) -> None:
+    """Elasticsearch refusing one query leaves the other rules of the batch running."""
+    ingest_events(sigma_settings, store, EVENTS)
+    good = converted_by_title(rules_dir)["Whoami Execution"]
+    bad = ConvertedRule(
+        id="bad", title="Too Long Regex", level="low", severity="low",
+        query="process.executable:/" + "a" * 1200 + "/",
+    )  # fmt: skip
+    report = RunReport()
+    matches = SigmaRunner(client, store.names, plan_indices=False).search(
+        [bad, good], report=report
+    )
+    assert [failure.rule_id for failure in report.failures] == ["bad"]
+    assert "max_regex_length" in report.failures[0].reason or "regex" in report.failures[0].reason
+    assert [match.rule.title for match in matches] == ["Whoami Execution"]
+
+
+def test_rules_test_command_uses_a_throwaway_prefix(
+    rules_dir: Path, sigma_settings: Settings, client: Elasticsearch, tmp_path: Path, monkeypatch
+) -> None:
+    """`rules test RULE --on FILE` prints the matches and leaves no index behind."""
+    log = tmp_path / "events.jsonl"
+    log.write_text("".join(json.dumps(event) + "\n" for event in EVENTS), encoding="utf-8")
+    monkeypatch.setenv("LIANFANG_ES_URL", sigma_settings.es_url or "")
+    monkeypatch.setenv("LIANFANG_INDEX_PREFIX", sigma_settings.index_prefix)
+    monkeypatch.setenv("LIANFANG_HOME_DIR", str(sigma_settings.home_dir))
+    monkeypatch.setenv("LIANFANG_MASKING_KEY", TEST_MASKING_KEY)
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["rules", "test", str(rules_dir / "whoami.yml"), "--on", str(log), "--format", "windows",
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["events_read"] == len(EVENTS)
+    assert report["matched"] == 1
+    assert "WHOAMI" in report["matches"][0]["summary"]
+    by_id = runner.invoke(
+        main,
+        ["rules", "test", "0d0b4e2a-0000-4000-8000-000000000007", "--dir", str(rules_dir),
+         "--on", str(log), "--json"],
+    )  # fmt: skip
+    assert by_id.exit_code == 2
+    assert "correlation-rule" in json.loads(by_id.output)["failure"]
+    leftovers = client.indices.get(index=f"{sigma_settings.index_prefix}-*", expand_wildcards="all")
+    assert not [name for name in leftovers if "-ruletest-" in name]
+
+
+def test_rules_list_and_validate_commands(rules_dir: Path) -> None:
+    """`rules list --json` gives every rule with its status; validate exits 1 on issues."""
+    runner = CliRunner()
+    listed = runner.invoke(main, ["rules", "list", "--dir", str(rules_dir), "--json"])
+    assert listed.exit_code == 0, listed.output
+    report = json.loads(listed.output)
+    assert report["summary"]["converted"] == 6 and report["summary"]["unsupported"] == 4
+    statuses = {row["title"]: row["status_in_lianfang"] for row in report["rules"]}
+    assert statuses["Whoami Execution"] == "converted"
+    assert statuses["Cloud Thing"] == "unsupported"
+    validated = runner.invoke(main, ["rules", "validate", "--dir", str(rules_dir), "--json"])
+    assert validated.exit_code == 1
+    assert any(issue["validator"] == "load" for issue in json.loads(validated.output)["issues"])
+    missing = runner.invoke(main, ["rules", "list", "--dir", str(rules_dir / "nope")])
+    assert missing.exit_code == 2
