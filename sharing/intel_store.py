@@ -239,8 +239,13 @@ class IntelStore:
         report = IntakeReport()
         refused: list[QuarantinedObject] = []
         valid: list[dict[str, Any]] = []
-        for stix_object in objects:
+        items = list(objects)
+        known = self._known_versions(items)
+        for stix_object in items:
             report.received += 1
+            if _version_document_id(stix_object) in known:
+                report.duplicates += 1  # stored (and validated) before: nothing to do
+                continue
             verdict = validate_object(stix_object)
             if not verdict.valid:
                 refused.append(
@@ -263,6 +268,17 @@ class IntelStore:
             self._store_sightings(sightings, source, received_at, report)
             self.update_sighting_stats({s["sighting_of_ref"] for s in sightings}, now)
         return report
+
+    def _known_versions(self, items: list[Any]) -> set[str]:
+        """The dedupe keys of these objects that are already stored."""
+        keys = sorted({key for key in map(_version_document_id, items) if key is not None})
+        known: set[str] = set()
+        for start in range(0, len(keys), PAGE):
+            response = self.client.mget(
+                index=self.objects_index, ids=keys[start : start + PAGE], source=False
+            )
+            known |= {doc["_id"] for doc in response["docs"] if doc.get("found")}
+        return known
 
     def _store_versions(
         self,
@@ -643,6 +659,12 @@ class IntelStore:
         for index in (self.indicators_index, self.objects_index, self.sightings_index):
             if self.client.indices.exists(index=index):
                 self.client.indices.refresh(index=index)
+
+
+def _version_document_id(stix_object: Any) -> str | None:
+    if not isinstance(stix_object, dict) or not isinstance(stix_object.get("id"), str):
+        return None
+    return object_document_id(stix_object["id"], version_key(stix_object))
 
 
 def _tlp_name(stix_object: dict[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from elasticsearch import Elasticsearch
 
 from collectors.file_ingest import file_records, ingest_records
@@ -218,6 +219,7 @@ def test_retro_hunt_atomic_query_matcher_and_unsupported(
     assert not starved.hunted and len(starved.unfinished) == len(pending)
 
 
+@pytest.mark.slow
 def test_hunt_raises_alerts_and_sightings_for_the_producer(
     client: Elasticsearch, settings: Settings, store: EventStore, tmp_path: Path
 ) -> None:

@@ -175,6 +175,7 @@ def red_alert(now: datetime) -> Alert:
     )
 
 
+@pytest.mark.slow
 def test_alert_reaches_the_peer_and_the_sighting_comes_back(
     client: Elasticsearch,
     settings: Settings,
@@ -375,6 +376,7 @@ def run_cli(settings: Settings, *args: str) -> Any:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_offline_exchange_with_signed_bundles(
     client: Elasticsearch, settings: Settings, tmp_path: Path
 ) -> None:
