@@ -181,7 +181,9 @@ def register_intel_commands(main: click.Group) -> None:
             Console().print(table)
         if not reports and not settings.intel.peers:
             console = Console(stderr=True)
-            console.print("no TAXII peers configured ([[intel.peers]] in lianfang.toml)")
+            console.print(
+                "no TAXII peers configured ([[intel.peers]] in lianfang.toml)", markup=False
+            )
         if any(r.error for r in reports):
             sys.exit(_cli().EXIT_UNAVAILABLE)
         partial = any(r.failures or r.held_back or r.intake.quarantined for r in reports)

@@ -18,8 +18,10 @@ relationships and a `report` bundling everything.
 
 Leaving the platform, data is minimised and masked: addresses in private and internal
 networks (the department's own hosts) never become indicators; an observable in which the
-collectors' masking finds personal data (an e-mail address, a phone number in a URL) is
-withheld, not masked, because a masked indicator matches nothing; free text (names,
+collectors' masking finds personal data (a user's e-mail address, a phone number in a URL) is
+withheld, not masked, because a masked indicator matches nothing — only the senders of mail
+(`email.from.address`, `email.sender.address`, `email.reply_to.address`) become e-mail
+indicators; free text (names,
 explanations, titles) is masked with every detector and the values of user fields are
 replaced by keyed tokens. Ids and timestamps derive from the records, so exporting the same
 alert twice gives identical objects, and an alert with new evidence gives a new version.
