@@ -520,3 +520,34 @@ def test_rules_list_and_validate_commands(rules_dir: Path) -> None:
     assert any(issue["validator"] == "load" for issue in json.loads(validated.output)["issues"])
     missing = runner.invoke(main, ["rules", "list", "--dir", str(rules_dir / "nope")])
     assert missing.exit_code == 2
+
+
+def test_rules_run_as_scheduler_detectors_one_per_rule(
+    rules_dir: Path, sigma_settings: Settings, store: EventStore, client: Elasticsearch
+) -> None:
+    """`detect run --source sigma`: one detector per rule, searched in one batch per window."""
+    from detection.alert_exceptions import ExceptionStore
+    from detection.detector import DetectionWindow, DetectorContext, load_detectors
+    from detection.scheduler import DetectionScheduler, DetectionStateStore
+
+    ingest_events(sigma_settings, store, EVENTS)
+    configured = sigma_settings.model_copy(update={"sigma_rules_dir": rules_dir})
+    context = DetectorContext(configured, client, store.names.events_alias)
+    loaded = load_detectors(context, ["sigma"])
+    assert len(loaded.detectors) == 6
+    assert any("4 Sigma rules not run" in problem for problem in loaded.problems)
+    prefix = store.names.prefix
+    scheduler = DetectionScheduler(
+        loaded.detectors,
+        AlertStore(client, prefix),
+        ExceptionStore(client, prefix),
+        DetectionStateStore(client, prefix),
+    )
+    report = scheduler.run_window(DetectionWindow(DAY, DAY + timedelta(hours=1)))
+    found = {run.detector: run.found for run in report.runs}
+    assert found["sigma:Whoami Execution"] == 1
+    assert found["sigma:Absent Field Only"] == 0
+    assert sum(run.created for run in report.runs) == 5
+    assert not [run.error for run in report.runs if run.error]
+    unconfigured = DetectorContext(sigma_settings, client, store.names.events_alias)
+    assert load_detectors(unconfigured, ["sigma"]).detectors == []

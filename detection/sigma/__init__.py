@@ -6,5 +6,20 @@
 - `lucene_backend`: pySigma's Elasticsearch Lucene backend, made case-insensitive as Sigma is;
 - `conversion`: every rule classified as converted (with its query) or unsupported (with why);
 - `execution`: converted rules over a time window of the events alias, hits to `Alert`s;
-- `rule_test`: one rule against one log file in a throw-away index prefix.
+- `rule_test`: one rule against one log file in a throw-away index prefix;
+- `scheduled`: the rules as detectors of the detection scheduler (`load_detectors`).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from detection.detector import DetectorContext, DetectorLoad
+
+
+def load_detectors(context: DetectorContext) -> DetectorLoad:
+    """The `sigma` source of the detection scheduler (detection/detector.py)."""
+    from detection.sigma.scheduled import load_sigma_detectors
+
+    return load_sigma_detectors(context)

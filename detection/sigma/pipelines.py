@@ -8,9 +8,12 @@ Windows rules (product `windows`, any service or category) get, in priority orde
    Sysmon event ids of pysigma-pipeline-sysmon, and Security 4688 next to Sysmon 1 for
    `process_creation` (our windows format fills the same process.* fields from both), so a
    process-creation rule does not fire on a network or image-load event with the same Image;
-3. `raw_ip_patterns`: an IP field compared with a wildcard (`DestinationIp|startswith: '10.'`)
-   is matched against the raw event-data string, because Elasticsearch `ip` fields take
-   exact values and CIDR ranges but silently match nothing for wildcards;
+3. `raw_event_data`: two kinds of comparison go to the raw `winlog.event_data.<Field>`
+   string instead of the ECS field. An IP field compared with a wildcard
+   (`DestinationIp|startswith: '10.'`), because Elasticsearch `ip` fields take exact values
+   and CIDR ranges but silently match nothing for wildcards; and the placeholder `'-'`
+   (`WorkstationName: '-'`, `IpAddress: '-'`), which Windows writes for "none" and which
+   our windows format keeps in the event data but never copies into an ECS field;
 4. pySigma-backend-elasticsearch's `ecs_windows` (Winlogbeat >= 7 field names);
 5. `lianfang_fields`: the two differences between Elastic's index mappings and ours. Elastic
    adds lower-cased `.caseless` sub-fields; we have none and match case-insensitively in the
@@ -56,6 +59,7 @@ from sigma.processing.conditions import (
     ContainsWildcardCondition,
     IncludeFieldCondition,
     LogsourceCondition,
+    MatchStringCondition,
 )
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import (
@@ -143,7 +147,7 @@ def build_pipeline(name: str) -> ProcessingPipeline:
         return (
             windows_logsource_pipeline()
             + category_events_pipeline()
-            + raw_ip_patterns_pipeline()
+            + raw_event_data_pipeline()
             + ecs_windows()
             + lianfang_fields_pipeline("windows")
         )
@@ -175,19 +179,26 @@ def category_events_pipeline() -> ProcessingPipeline:
     )
 
 
-def raw_ip_patterns_pipeline() -> ProcessingPipeline:
-    """Wildcard comparisons of IP fields go to the raw event-data string."""
+def raw_event_data_pipeline() -> ProcessingPipeline:
+    """Wildcard IP comparisons and the '-' placeholder go to the raw event-data string."""
     return ProcessingPipeline(
-        name="Lianfang: wildcard IP patterns on event data",
+        name="Lianfang: raw event data for IP patterns and placeholders",
         priority=15,
         items=[
+            ProcessingItem(
+                identifier="lianfang_raw_placeholder",
+                transformation=AddFieldnamePrefixTransformation("winlog.event_data."),
+                field_name_conditions=[IncludeFieldCondition(fields=[r"\w+"], mode="re")],
+                detection_item_conditions=[MatchStringCondition(cond="any", pattern=r"^-$")],
+                rule_conditions=[LogsourceCondition(product="windows")],
+            ),
             ProcessingItem(
                 identifier="lianfang_raw_ip_patterns",
                 transformation=AddFieldnamePrefixTransformation("winlog.event_data."),
                 field_name_conditions=[IncludeFieldCondition(fields=list(WINDOWS_IP_FIELDS))],
                 detection_item_conditions=[ContainsWildcardCondition(cond="any")],
                 rule_conditions=[LogsourceCondition(product="windows")],
-            )
+            ),
         ],
     )
 
