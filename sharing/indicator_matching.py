@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from elasticsearch import Elasticsearch, TransportError
+from elasticsearch import ApiError, Elasticsearch, TransportError
 from stix2matcher.matcher import match as stix_match
 
 from collectors.intel_hook import (
@@ -591,6 +591,6 @@ def ingest_lookup(settings: Settings, client: Elasticsearch) -> IntelLookup | No
     store = IntelStore(client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel))
     try:
         lookup = lookup_from_store(store)
-    except TransportError:
+    except (TransportError, ApiError):
         return None  # no intelligence reachable: ingest goes on without the intel stage
     return lookup if len(lookup) else None
