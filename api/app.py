@@ -11,9 +11,11 @@ from api.audit_trail import AuditTrail, install_audit_middleware
 from api.authentication import FailureLimiter
 from api.dashboard import mount_dashboard
 from api.dependencies import AppServices
-from api.errors import install_error_handlers
-from api.routes import alerts, audit, disclosures, events, health, incidents, taxii
+from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.http_hardening import install_body_limit, install_response_hardening
+from api.routes import alerts, audit, disclosures, events, health, incidents, situation, taxii
 from detection.alerts import AlertStore
+from lianfang.collection_health import DeadLetterCounter
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.incidents import INCIDENT_FIELDS
 from lianfang.principals import PrincipalStore
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             failure_limiter=FailureLimiter(),
             audit=trail,
             webhooks=webhooks,
+            dead_letter_counter=DeadLetterCounter(settings.dead_letter_dir),
         )
         try:
             yield
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Security situational awareness and threat sharing (联防).",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
     app.include_router(health.router)
@@ -67,7 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(incidents.router)
     app.include_router(disclosures.router)
+    app.include_router(situation.router)
     taxii.mount(app)  # /taxii2/: a sub-application with TAXII's own media type and errors
     mount_dashboard(app)  # last: the page at / must not shadow any API route
+    # Inner to outer: the body limit (inside the audit, so refusals are audited), the audit,
+    # then security headers and CORS around everything.
+    install_body_limit(app, settings.api_max_body_bytes, exempt_prefixes=[taxii.MOUNT_PATH])
     install_audit_middleware(app)
+    install_response_hardening(app, settings.api_cors_origins)
     return app

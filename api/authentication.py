@@ -64,7 +64,9 @@ def current_principal(
     limiter: FailureLimiter = app.failure_limiter
     if limiter.blocked(client):
         raise HTTPException(
-            status_code=429, detail="too many failed authentications; wait a minute"
+            status_code=429,
+            detail="too many failed authentications; wait a minute",
+            headers={"Retry-After": str(int(limiter.window))},
         )
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")

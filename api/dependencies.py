@@ -24,6 +24,8 @@ class AppServices:
     failure_limiter: Any
     audit: Any
     webhooks: Any
+    # Counts dead letters for the situation overview (lianfang/collection_health.py).
+    dead_letter_counter: Any = None
 
     @property
     def names(self) -> IndexNames:

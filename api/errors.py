@@ -12,10 +12,41 @@ from elasticsearch import ApiError, TransportError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lianfang.event_search import InvalidQuery
 from lianfang.store import StoreUnavailable
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: the HTTP status again, a stable code, a message, optional details."""
+
+    status: int
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of the API (documented for every error status in the OpenAPI)."""
+
+    error: ErrorInfo
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (401, "missing or invalid credentials"),
+        (403, "the role may not do this"),
+        (404, "no such resource (or another department's)"),
+        (413, "request body too large"),
+        (422, "a parameter or the body is not valid"),
+        (429, "too many failed authentications"),
+        (502, "Elasticsearch refused the request"),
+        (503, "Elasticsearch unreachable or overloaded"),
+    )
+}
 
 
 def error_body(status: int, code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -61,6 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
+            413: "payload_too_large",
             429: "too_many_requests",
         }
         return _response(

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lianfang.schema import FILTERABLE_FIELDS, format_timestamp
+from lianfang.schema import ECS_FIELDS, FILTERABLE_FIELDS, format_timestamp
 from lianfang.scoped_store import ScopedStore
 
 # Free text is matched with simple_query_string (no query syntax injection) on these.
 TEXT_FIELDS = ("message", "event.original", "process.command_line", "db.statement")
+# Longer keyword values are not indexed (ignore_above), so they could never match.
+FILTER_VALUE_CAP = 4096
+WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
+LONG_RANGE = range(-(2**63), 2**63)
 
 
 class InvalidQuery(ValueError):
@@ -45,11 +52,37 @@ class FieldFilter:
             raise InvalidQuery("filter", text, "expected field:value")
         if name not in FILTERABLE_FIELDS:
             raise InvalidQuery("filter", text, f"{name} is not a filterable field")
+        # A value the field's type cannot hold is the caller's mistake (422), not a store error.
+        problem = _value_problem(ECS_FIELDS[name], value)
+        if problem:
+            raise InvalidQuery("filter", text, f"{name}: {problem}")
         return cls(name, value)
 
     def clause(self) -> dict[str, Any]:
         """The term query for this filter."""
         return {"term": {self.field: self.value}}
+
+
+def _value_problem(kind: str, value: str) -> str | None:
+    """Why `value` cannot be compared with a field of this type, or None when it can."""
+    if len(value) > FILTER_VALUE_CAP:
+        return f"values have at most {FILTER_VALUE_CAP} characters"
+    if kind == "ip":
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return "expected an IP address or a CIDR block"
+    elif kind == "long":
+        if not WHOLE_NUMBER.fullmatch(value) or int(value) not in LONG_RANGE:
+            return "expected a whole number"
+    elif kind == "float":
+        try:
+            number = float(value)
+        except ValueError:
+            return "expected a number"
+        if not math.isfinite(number):
+            return "expected a finite number"
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,8 +104,12 @@ def encode_cursor(sort_values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(sort_values).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> list[Any]:
-    """The sort values inside a cursor made by `encode_cursor`."""
+def decode_cursor(cursor: str, kinds: tuple[str, ...] | None = None) -> list[Any]:
+    """The sort values inside a cursor made by `encode_cursor`.
+
+    `kinds` names what each sort value must be (`long`, `keyword` or `timestamp`), so that
+    a forged cursor is refused here rather than by Elasticsearch.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -80,7 +117,24 @@ def decode_cursor(cursor: str) -> list[Any]:
         raise InvalidQuery("cursor", cursor, "not a cursor returned by this API") from error
     if not isinstance(values, list) or len(values) != 2:
         raise InvalidQuery("cursor", cursor, "not a cursor returned by this API")
+    if kinds is not None and not all(
+        _is_sort_value(value, kind) for value, kind in zip(values, kinds, strict=True)
+    ):
+        raise InvalidQuery("cursor", cursor, "not a cursor returned by this API")
     return values
+
+
+def _is_sort_value(value: Any, kind: str) -> bool:
+    if kind == "long":
+        return isinstance(value, int) and not isinstance(value, bool) and value in LONG_RANGE
+    if not isinstance(value, str) or len(value) > FILTER_VALUE_CAP:
+        return False
+    if kind == "timestamp":
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+    return True
 
 
 def range_clause(field: str, start: datetime | None, end: datetime | None) -> dict[str, Any] | None:
@@ -129,7 +183,7 @@ def build_search_body(query: EventQuery) -> dict[str, Any]:
         "track_total_hits": 10000,
     }
     if query.cursor:
-        body["search_after"] = decode_cursor(query.cursor)
+        body["search_after"] = decode_cursor(query.cursor, ("timestamp", "keyword"))
     return body
 
 

@@ -8,7 +8,8 @@ the restriction and none can tell another department's documents exist.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
@@ -29,19 +30,23 @@ class ConcurrentChange(RuntimeError):
     """A document changed under every attempt to update it."""
 
 
-def scope_filter(organization_ids: tuple[str, ...] | None) -> dict[str, Any] | None:
+def scope_filter(
+    organization_ids: tuple[str, ...] | None, field: str = ORGANIZATION_FIELD
+) -> dict[str, Any] | None:
     """The filter clause that restricts a query to these departments (None: everything)."""
     if organization_ids is None:
         return None
-    return {"terms": {ORGANIZATION_FIELD: list(organization_ids)}}
+    return {"terms": {field: list(organization_ids)}}
 
 
 def restrict_query(
-    query: dict[str, Any] | None, organization_ids: tuple[str, ...] | None
+    query: dict[str, Any] | None,
+    organization_ids: tuple[str, ...] | None,
+    field: str = ORGANIZATION_FIELD,
 ) -> dict[str, Any]:
     """Wrap a query so that it only matches documents of these departments."""
     base = query or {"match_all": {}}
-    clause = scope_filter(organization_ids)
+    clause = scope_filter(organization_ids, field)
     if clause is None:
         return base
     return {"bool": {"must": [base], "filter": [clause]}}
@@ -56,6 +61,19 @@ def in_scope(document: dict[str, Any], organization_ids: tuple[str, ...] | None)
     # A document shared by several departments (a joint incident) lists them all.
     values = value if isinstance(value, list) else [value]
     return any(item in organization_ids for item in values)
+
+
+@dataclass(frozen=True)
+class ScopedSearch:
+    """One search of a multi-search: its index, body, and the field naming its department.
+
+    Most indices name the department in `organization.id`; a few name it otherwise (who
+    published or received a shared object), and the restriction is applied on that field.
+    """
+
+    index: str
+    body: dict[str, Any]
+    scope_field: str = ORGANIZATION_FIELD
 
 
 class ScopedStore:
@@ -74,6 +92,20 @@ class ScopedStore:
             allow_no_indices=True,
             **body,
         )
+
+    def msearch(self, searches: Sequence[ScopedSearch]) -> list[dict[str, Any]]:
+        """Several restricted searches in one request; a failed search answers {"error": ...}."""
+        lines: list[dict[str, Any]] = []
+        for search in searches:
+            lines.append(
+                {"index": search.index, "ignore_unavailable": True, "allow_no_indices": True}
+            )
+            body = dict(search.body)
+            body["query"] = restrict_query(
+                body.get("query"), self.organization_ids, search.scope_field
+            )
+            lines.append(body)
+        return list(self.client.msearch(searches=lines)["responses"])
 
     def count(self, index: str, query: dict[str, Any] | None = None) -> int:
         """How many documents match, within scope."""

@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_page_cap: int = 1000
+    # Largest request body of the API (413 above); the TAXII server has its own
+    # `max_content_length` (TAXII configuration) and is exempt from this one.
+    api_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Origins allowed to call the API from a browser (CORS); empty: same-origin only.
+    api_cors_origins: list[str] = Field(default_factory=list)
     # Joint incidents: where assignment and escalation notifications are POSTed.
     webhook_urls: list[str] = Field(default_factory=list)
     # TAXII 2.1 server (sharing/taxii_collections.py): server, API root, limits and collections;

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from api.authentication import analyst
 from api.dependencies import AppServices, services
+from api.parameters import Moment
 from detection.alerts import AlertStore
 from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal
@@ -31,6 +32,7 @@ AGGREGATIONS = {
     "technique": "threat.technique.id",
 }
 MAX_BULK = 500
+AlertId = Annotated[str, Field(min_length=1, max_length=64)]
 HISTORY_CAP = 200
 
 
@@ -65,7 +67,7 @@ class AlertChange(BaseModel):
 class BulkAlertChange(AlertChange):
     """The same triage action applied to many alerts."""
 
-    ids: list[str] = Field(min_length=1, max_length=MAX_BULK)
+    ids: list[AlertId] = Field(min_length=1, max_length=MAX_BULK)
 
 
 def _alerts_index(app: AppServices) -> str:
@@ -90,12 +92,13 @@ def list_alerts(
     entity: Annotated[
         str | None, Query(max_length=500, description="entity value, e.g. an IP")
     ] = None,
-    start: Annotated[AwareDatetime | None, Query(description="last seen at or after")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="last seen before")] = None,
+    start: Annotated[Moment | None, Query(description="last seen at or after")] = None,
+    end: Annotated[Moment | None, Query(description="last seen before")] = None,
     size: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> AlertsPage:
     """Alerts matching every filter, with counts by status, severity, rule, tactic, ..."""
+    size = min(size, app.settings.api_page_cap)
     clauses: list[dict[str, Any]] = []
     for field, values in (("alert.status", status), ("alert.severity", severity)):
         if values:
@@ -121,7 +124,7 @@ def list_alerts(
         "track_total_hits": True,
     }
     if cursor:
-        body["search_after"] = decode_cursor(cursor)
+        body["search_after"] = decode_cursor(cursor, ("long", "keyword"))
     response = _scoped(app, principal).search(
         _alerts_index(app), query={"bool": {"filter": clauses}}, **body
     )
@@ -164,7 +167,7 @@ def alert_evidence(
         alert = scoped.get(_alerts_index(app), alert_id)
     except OutOfScope as error:
         raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from error
-    ids = alert["alert"]["evidence"]["event_ids"][:size]
+    ids = alert["alert"]["evidence"]["event_ids"][: min(size, app.settings.api_page_cap)]
     index = alert["alert"]["evidence"].get("index") or app.names.events_alias
     response = scoped.search(
         index, query={"terms": {"event.id": ids}}, size=len(ids) or 1, sort=[{"@timestamp": "asc"}]

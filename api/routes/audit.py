@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from api.authentication import require_roles
 from api.dependencies import AppServices, services
+from api.parameters import Moment
 from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal, Role
 
@@ -25,12 +25,13 @@ def list_audit(
     action: Annotated[
         str | None, Query(max_length=500, description="e.g. PATCH /api/v1/alerts/{alert_id}")
     ] = None,
-    start: Annotated[AwareDatetime | None, Query()] = None,
-    end: Annotated[AwareDatetime | None, Query()] = None,
+    start: Annotated[Moment | None, Query()] = None,
+    end: Annotated[Moment | None, Query()] = None,
     size: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> dict[str, Any]:
     """Audit records, newest first: who called what, from where, with which result."""
+    size = min(size, app.settings.api_page_cap)
     clauses: list[dict[str, Any]] = []
     for field, value in (("user.name", user), ("event.outcome", outcome), ("event.action", action)):
         if value:
@@ -45,7 +46,7 @@ def list_audit(
         "sort": [{"@timestamp": "desc"}, {"event.duration": "desc"}],
     }
     if cursor:
-        body["search_after"] = decode_cursor(cursor)
+        body["search_after"] = decode_cursor(cursor, ("long", "long"))
     response = app.client.search(
         index=app.audit.pattern, ignore_unavailable=True, allow_no_indices=True, **body
     )

@@ -6,10 +6,11 @@ from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from api.authentication import analyst
 from api.dependencies import AppServices, services
+from api.parameters import Moment
 from lianfang.event_search import EventQuery, FieldFilter, search_events
 from lianfang.principals import Principal
 from lianfang.scoped_store import ScopedStore
@@ -31,10 +32,10 @@ def list_events(
     app: Annotated[AppServices, Depends(services)],
     principal: Annotated[Principal, Depends(analyst)],
     start: Annotated[
-        AwareDatetime | None, Query(description="inclusive lower bound, ISO-8601 with zone")
+        Moment | None, Query(description="inclusive lower bound, ISO-8601 with zone")
     ] = None,
     end: Annotated[
-        AwareDatetime | None, Query(description="exclusive upper bound, ISO-8601 with zone")
+        Moment | None, Query(description="exclusive upper bound, ISO-8601 with zone")
     ] = None,
     filter: Annotated[
         list[str] | None,

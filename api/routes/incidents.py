@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api.authentication import analyst
 from api.dependencies import AppServices, services
+from api.parameters import Moment
 from detection.alerts import SEVERITIES as ALERT_SEVERITIES
 from detection.alerts import AlertStore
 from lianfang import incidents as lifecycle
@@ -51,7 +52,7 @@ class TaskCreate(BaseModel):
     title: str = Field(min_length=1, max_length=500)
     department: Identifier
     owner: str | None = Field(default=None, max_length=200)
-    due: AwareDatetime | None = None
+    due: Moment | None = None
 
 
 class TaskChange(BaseModel):
@@ -150,6 +151,7 @@ def list_incidents(
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> dict[str, Any]:
     """Incidents the caller's departments lead or take part in, most recently changed first."""
+    size = min(size, app.settings.api_page_cap)
     clauses: list[dict[str, Any]] = []
     if status:
         clauses.append({"terms": {"incident.status": list(status)}})
@@ -180,7 +182,7 @@ def list_incidents(
         "track_total_hits": True,
     }
     if cursor:
-        body["search_after"] = decode_cursor(cursor)
+        body["search_after"] = decode_cursor(cursor, ("long", "keyword"))
     response = _scoped(app, principal).search(
         _index(app), query={"bool": {"filter": clauses, "must_not": must_not}}, **body
     )
@@ -199,8 +201,8 @@ def list_incidents(
 def incident_metrics(
     app: Annotated[AppServices, Depends(services)],
     principal: Annotated[Principal, Depends(analyst)],
-    start: Annotated[AwareDatetime | None, Query(description="created at or after")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="created before")] = None,
+    start: Annotated[Moment | None, Query(description="created at or after")] = None,
+    end: Annotated[Moment | None, Query(description="created before")] = None,
 ) -> dict[str, Any]:
     """Time to acknowledge and to resolve per lead department and severity (seconds)."""
     clauses: list[dict[str, Any]] = []

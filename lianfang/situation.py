@@ -1,0 +1,1192 @@
+"""The situation overview (态势总览): what the province's security looks like over a time range.
+
+Everything is computed by Elasticsearch aggregations, sent as one multi-search through the
+caller's `ScopedStore`, so each part is restricted to the caller's departments. This
+module is pure: `plan_searches` builds the searches, `shape_situation` turns the answers
+into the `Situation` record, and `threat_level` is the documented formula (README,
+"Situation overview"). Sizes are capped everywhere so that one call stays cheap.
+
+The searches:
+
+- `events`: volume over time by sector and department, totals per sector and department;
+- `hostile`: events that look like attacks (denied, IDS alerts, failed logins, threat
+  intelligence matches): top attacked assets, top attacking sources, hits on critical assets;
+- `collection`: per source (`event.dataset`) and department: rate, latest `event.ingested`,
+  mean delay between event time and ingestion; the day before the range is read too, so a
+  source that fell silent shows up with zero events instead of disappearing;
+- `alerts`: alerts active in the range: severity, status, new alerts over time, ATT&CK
+  tactics and techniques, attacking sources, open alerts per sector for the threat level;
+- `incidents`, `overdue_tasks`: open incidents, SLA breaches, tasks past their due time;
+- `shared`, `received`, `indicators`: intelligence (the sharing indices, when they exist).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from lianfang.collection_health import CollectorSummary, DeadLetterSummary
+from lianfang.incidents import sla_state
+from lianfang.schema import format_timestamp
+from lianfang.scoped_store import ScopedSearch
+
+SEVERITIES = ("low", "medium", "high", "critical")
+# Threat level: weight of one open alert per severity (each step is worth three of the one below).
+SEVERITY_WEIGHTS = {"low": 1.0, "medium": 3.0, "high": 9.0, "critical": 27.0}
+# Event volume at which normalisation starts; above it the weight is divided by sqrt(volume/this).
+VOLUME_REFERENCE = 100_000
+CRITICAL_HIT_FACTOR = 2.0
+# (upper bound of the score, level, Chinese name, English name); the last has no bound.
+THREAT_LEVELS = (
+    (3.0, 1, "低", "Low"),
+    (10.0, 2, "一般", "Guarded"),
+    (30.0, 3, "较高", "Elevated"),
+    (90.0, 4, "高", "High"),
+    (math.inf, 5, "严重", "Severe"),
+)
+# An open alert of this severity holds the sector at least at this level, whatever its volume.
+SEVERITY_FLOORS = {"critical": 3, "high": 2}
+
+# (name, seconds): the histogram takes the smallest interval giving at most MAX_BUCKETS buckets.
+INTERVALS = (
+    ("1m", 60),
+    ("2m", 120),
+    ("5m", 300),
+    ("10m", 600),
+    ("15m", 900),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("2h", 7200),
+    ("3h", 10800),
+    ("6h", 21600),
+    ("12h", 43200),
+    ("1d", 86400),
+    ("7d", 604800),
+    ("30d", 2592000),
+)
+MAX_BUCKETS = 120
+MAX_RANGE = timedelta(days=400)
+# The range must leave room for the look-back before it and stay within datetime's years.
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+DEFAULT_RANGE = timedelta(hours=24)
+SECTORS_CAP = 50
+DEPARTMENTS_CAP = 100
+SECTORS_PER_BUCKET = 10
+DEPARTMENTS_PER_BUCKET = 20
+DATASETS_CAP = 50
+TECHNIQUES_CAP = 200
+TACTICS_CAP = 20
+OVERDUE_SCAN_CAP = 200
+COLLECTION_LOOKBACK = timedelta(days=1)
+# A source is silent when nothing arrived for this long, or for ten of its usual gaps.
+SILENT_AFTER_SECONDS = 900.0
+UNKNOWN = "unknown"
+
+# What counts as hostile in events (documented in README): the raw material of "attacked
+# assets" and "attacking sources" before any detection rule has run.
+HOSTILE_EVENTS: dict[str, Any] = {
+    "bool": {
+        "should": [
+            {"term": {"event.type": "denied"}},
+            {"term": {"event.kind": "alert"}},
+            {"exists": {"field": "threat.enrichments"}},
+            {
+                "bool": {
+                    "filter": [
+                        {"term": {"event.category": "authentication"}},
+                        {"term": {"event.outcome": "failure"}},
+                    ]
+                }
+            },
+        ],
+        "minimum_should_match": 1,
+    }
+}
+# A hostile event on a critical asset from a source the asset inventory does not know (with
+# no inventory, every source is unknown): internal administrators mistyping a password on
+# their own servers do not raise the threat level.
+CRITICAL_ASSET: dict[str, Any] = {
+    "bool": {
+        "should": [
+            {"term": {"destination.asset.criticality": "critical"}},
+            {"term": {"host.asset.criticality": "critical"}},
+        ],
+        "minimum_should_match": 1,
+        "must_not": [{"exists": {"field": "source.organization.id"}}],
+    }
+}
+
+
+class InvalidRange(ValueError):
+    """A time range the overview cannot use; carries the parameter and the value."""
+
+    def __init__(self, parameter: str, value: object, reason: str) -> None:
+        super().__init__(f"{parameter}={value!r}: {reason}")
+        self.parameter = parameter
+        self.value = value
+        self.reason = reason
+
+
+class AttackLookup(Protocol):
+    """What the overview needs from the ATT&CK catalogue (detection/attack_catalogue.py)."""
+
+    version: str
+
+    def find(self, technique_id: str) -> Any: ...
+
+    def tactics(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class SituationIndices:
+    """The indices the overview reads, derived from the deployment's prefix."""
+
+    prefix: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}-events"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}-alerts"
+
+    @property
+    def incidents(self) -> str:
+        return f"{self.prefix}-incidents"
+
+    @property
+    def taxii_objects(self) -> str:
+        return f"{self.prefix}-taxii-objects"
+
+    @property
+    def disclosures(self) -> str:
+        return f"{self.prefix}-disclosures"
+
+    @property
+    def intel(self) -> str:
+        return f"{self.prefix}-intel"
+
+
+@dataclass(frozen=True)
+class SituationRequest:
+    """A resolved request: the range, its histogram interval, filters and list sizes."""
+
+    start: datetime
+    end: datetime
+    now: datetime
+    interval: str
+    interval_seconds: int
+    departments: tuple[str, ...] = ()
+    sectors: tuple[str, ...] = ()
+    top: int = 10
+    timezone: str = "UTC"
+
+    @classmethod
+    def resolve(
+        cls,
+        start: datetime | None,
+        end: datetime | None,
+        now: datetime,
+        *,
+        departments: Iterable[str] = (),
+        sectors: Iterable[str] = (),
+        top: int = 10,
+        timezone: str = "UTC",
+    ) -> SituationRequest:
+        """Fill in the defaults (the last 24 hours) and check the range."""
+        # The default end is the next whole minute, so that repeated calls within a minute
+        # send identical searches and Elasticsearch's request cache can answer them.
+        default_end = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        end = end.astimezone(UTC) if end else default_end
+        if not EARLIEST < end <= LATEST:
+            raise InvalidRange("end", format_timestamp(end), "end must be between 1970 and 9999")
+        start = start.astimezone(UTC) if start else max(EARLIEST, end - DEFAULT_RANGE)
+        if start < EARLIEST:
+            raise InvalidRange("start", format_timestamp(start), "start must be after 1970-01-02")
+        if start >= end:
+            raise InvalidRange("start", format_timestamp(start), "start must be before end")
+        if end - start > MAX_RANGE:
+            raise InvalidRange("start", format_timestamp(start), "the range is at most 400 days")
+        name, seconds = choose_interval(start, end)
+        return cls(
+            start=start,
+            end=end,
+            now=now.astimezone(UTC),
+            interval=name,
+            interval_seconds=seconds,
+            departments=tuple(dict.fromkeys(departments)),
+            sectors=tuple(dict.fromkeys(sectors)),
+            top=top,
+            timezone=timezone,
+        )
+
+
+def choose_interval(start: datetime, end: datetime) -> tuple[str, int]:
+    """The smallest histogram interval that gives at most MAX_BUCKETS buckets."""
+    span = (end - start).total_seconds()
+    for name, seconds in INTERVALS:
+        if math.ceil(span / seconds) <= MAX_BUCKETS:
+            return name, seconds
+    return INTERVALS[-1]
+
+
+# ---------------------------------------------------------------------------- searches
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _range(field: str, start: datetime, end: datetime) -> dict[str, Any]:
+    return {"range": {field: {"gte": format_timestamp(start), "lt": format_timestamp(end)}}}
+
+
+def _terms(field: str, size: int, **extra: Any) -> dict[str, Any]:
+    return {"terms": {"field": field, "size": size, **extra}}
+
+
+def _filters(request: SituationRequest, *, sector: bool = True) -> list[dict[str, Any]]:
+    """The caller's department and sector filters (within its scope, applied by the store)."""
+    clauses: list[dict[str, Any]] = []
+    if request.departments:
+        clauses.append({"terms": {"organization.id": list(request.departments)}})
+    if sector and request.sectors:
+        clauses.append({"terms": {"labels.sector": list(request.sectors)}})
+    return clauses
+
+
+def _histogram(request: SituationRequest, field: str) -> dict[str, Any]:
+    return {
+        "date_histogram": {
+            "field": field,
+            "fixed_interval": request.interval,
+            "time_zone": request.timezone,
+            "min_doc_count": 0,
+            "extended_bounds": {"min": _millis(request.start), "max": _millis(request.end) - 1},
+        },
+        "aggs": {
+            "by_sector": _terms("labels.sector", SECTORS_PER_BUCKET, missing=UNKNOWN),
+            "by_department": _terms("organization.id", DEPARTMENTS_PER_BUCKET, missing=UNKNOWN),
+        },
+    }
+
+
+def _events_search(request: SituationRequest, index: str) -> ScopedSearch:
+    query = {
+        "bool": {"filter": [_range("@timestamp", request.start, request.end), *_filters(request)]}
+    }
+    return ScopedSearch(
+        index,
+        {
+            "size": 0,
+            "track_total_hits": True,
+            "query": query,
+            "aggs": {
+                "over_time": _histogram(request, "@timestamp"),
+                "by_sector": _terms("labels.sector", SECTORS_CAP, missing=UNKNOWN),
+                "by_department": _terms("organization.id", DEPARTMENTS_CAP, missing=UNKNOWN),
+            },
+        },
+    )
+
+
+def _hostile_search(request: SituationRequest, index: str) -> ScopedSearch:
+    query = {
+        "bool": {
+            "filter": [
+                _range("@timestamp", request.start, request.end),
+                *_filters(request),
+                HOSTILE_EVENTS,
+            ]
+        }
+    }
+    asset_details = {
+        "department": _terms("organization.id", 1),
+    }
+    return ScopedSearch(
+        index,
+        {
+            "size": 0,
+            "track_total_hits": True,
+            "query": query,
+            "aggs": {
+                "destinations": {
+                    **_terms("destination.ip", request.top),
+                    "aggs": {
+                        **asset_details,
+                        "name": _terms("destination.asset.name", 1),
+                        "criticality": _terms("destination.asset.criticality", 1),
+                    },
+                },
+                # Hosts that are the target themselves (log-in attempts) and name no destination.
+                "hosts": {
+                    "filter": {"bool": {"must_not": [{"exists": {"field": "destination.ip"}}]}},
+                    "aggs": {
+                        "names": {
+                            **_terms("host.name", request.top),
+                            "aggs": {
+                                **asset_details,
+                                "criticality": _terms("host.asset.criticality", 1),
+                            },
+                        }
+                    },
+                },
+                "sources": {
+                    **_terms("source.ip", request.top),
+                    "aggs": {"departments": _terms("organization.id", 5)},
+                },
+                "critical": {
+                    "filter": CRITICAL_ASSET,
+                    "aggs": {"by_sector": _terms("labels.sector", SECTORS_CAP, missing=UNKNOWN)},
+                },
+            },
+        },
+    )
+
+
+def _collection_search(request: SituationRequest, index: str) -> ScopedSearch:
+    since = request.start - COLLECTION_LOOKBACK
+    query = {"bool": {"filter": [_range("@timestamp", since, request.end), *_filters(request)]}}
+    per_source = {
+        "in_range": {"filter": _range("@timestamp", request.start, request.end)},
+        "latest_ingested": {"max": {"field": "event.ingested"}},
+        "mean_ingested": {"avg": {"field": "event.ingested"}},
+        "mean_timestamp": {"avg": {"field": "@timestamp"}},
+    }
+    return ScopedSearch(
+        index,
+        {
+            "size": 0,
+            "query": query,
+            "aggs": {
+                "datasets": {
+                    **_terms("event.dataset", DATASETS_CAP, missing=UNKNOWN),
+                    "aggs": {
+                        "departments": {
+                            **_terms("organization.id", DEPARTMENTS_CAP, missing=UNKNOWN),
+                            "aggs": per_source,
+                        }
+                    },
+                }
+            },
+        },
+    )
+
+
+def _alerts_search(request: SituationRequest, index: str) -> ScopedSearch:
+    # Active in the range: first seen before its end, last seen at or after its start.
+    active = [
+        {"range": {"alert.first_seen": {"lt": format_timestamp(request.end)}}},
+        {"range": {"alert.last_seen": {"gte": format_timestamp(request.start)}}},
+    ]
+    by_severity = _terms("alert.severity", len(SEVERITIES))
+    return ScopedSearch(
+        index,
+        {
+            "size": 0,
+            "track_total_hits": True,
+            "query": {"bool": {"filter": [*active, *_filters(request)]}},
+            "aggs": {
+                "by_severity": by_severity,
+                "by_status": _terms("alert.status", 10),
+                "by_sector": _terms("labels.sector", SECTORS_CAP, missing=UNKNOWN),
+                "by_department": _terms("organization.id", DEPARTMENTS_CAP, missing=UNKNOWN),
+                "open": {
+                    "filter": {"bool": {"must_not": [{"term": {"alert.status": "closed"}}]}},
+                    "aggs": {
+                        "by_severity": by_severity,
+                        "by_sector": {
+                            **_terms("labels.sector", SECTORS_CAP, missing=UNKNOWN),
+                            "aggs": {"by_severity": by_severity},
+                        },
+                    },
+                },
+                "new": {
+                    "filter": _range("alert.first_seen", request.start, request.end),
+                    "aggs": {"over_time": _histogram(request, "alert.first_seen")},
+                },
+                "techniques": _terms("threat.technique.id", TECHNIQUES_CAP),
+                "tactics": _terms("threat.tactic.id", TACTICS_CAP),
+                "sources": {
+                    "filter": {"term": {"alert.entity.type": "source.ip"}},
+                    "aggs": {
+                        "values": {
+                            **_terms("alert.entity.value", request.top),
+                            "aggs": {
+                                "worst": {"max": {"field": "event.severity"}},
+                                "departments": _terms("organization.id", 5),
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    )
+
+
+def _incidents_search(request: SituationRequest, index: str) -> ScopedSearch:
+    now = format_timestamp(request.now)
+    return ScopedSearch(
+        index,
+        {
+            "size": 0,
+            "query": {"bool": {"filter": _filters(request, sector=False)}},
+            "aggs": {
+                "open": {
+                    "filter": {"bool": {"must_not": [{"term": {"incident.status": "closed"}}]}},
+                    "aggs": {
+                        "by_status": _terms("incident.status", 10),
+                        "by_severity": _terms("incident.severity", len(SEVERITIES)),
+                        "acknowledge_overdue": {
+                            "filter": {
+                                "bool": {
+                                    "filter": [
+                                        {"range": {"incident.sla.acknowledge_by": {"lt": now}}}
+                                    ],
+                                    "must_not": [{"exists": {"field": "incident.acknowledged_at"}}],
+                                }
+                            }
+                        },
+                        "resolve_overdue": {
+                            "filter": {"range": {"incident.sla.resolve_by": {"lt": now}}}
+                        },
+                    },
+                },
+                "created": {"filter": _range("incident.created_at", request.start, request.end)},
+                "resolved": {"filter": _range("incident.resolved_at", request.start, request.end)},
+            },
+        },
+    )
+
+
+def _overdue_tasks_search(request: SituationRequest, index: str) -> ScopedSearch:
+    # Tasks are not nested, so the index can only find incidents with some task past due;
+    # which tasks are open and overdue is decided on the documents (sla_state).
+    query = {
+        "bool": {
+            "filter": [
+                {"range": {"incident.tasks.due": {"lt": format_timestamp(request.now)}}},
+                *_filters(request, sector=False),
+            ],
+            "must_not": [{"term": {"incident.status": "closed"}}],
+        }
+    }
+    return ScopedSearch(
+        index,
+        {
+            "size": OVERDUE_SCAN_CAP,
+            "track_total_hits": True,
+            "query": query,
+            "sort": [{"incident.sla.resolve_by": "asc"}],
+            "_source": [
+                "incident.id",
+                "incident.title",
+                "incident.status",
+                "incident.tasks",
+                "incident.sla",
+                "incident.acknowledged_at",
+            ],
+        },
+    )
+
+
+def _intel_searches(request: SituationRequest, indices: SituationIndices) -> list[ScopedSearch]:
+    start_us = _millis(request.start) * 1000
+    end_us = _millis(request.end) * 1000
+    departments = list(request.departments)
+    # Objects published into TAXII collections: the publishing department is the scope.
+    shared_filters: list[dict[str, Any]] = [
+        {"range": {"date_added_us": {"gte": start_us, "lt": end_us}}}
+    ]
+    if departments:
+        shared_filters.append({"terms": {"publisher_department": departments}})
+    # Objects handed out by TAXII (the disclosure audit): the receiving department is the scope.
+    received_filters = [_range("@timestamp", request.start, request.end)]
+    if departments:
+        received_filters.append({"terms": {"department": departments}})
+    indicator_filters = [
+        _range("@timestamp", request.start, request.end),
+        *_filters(request, sector=False),
+    ]
+    return [
+        ScopedSearch(
+            indices.taxii_objects,
+            {
+                "size": 0,
+                "track_total_hits": True,
+                "query": {"bool": {"filter": shared_filters}},
+                "aggs": {"by_type": _terms("type", 30)},
+            },
+            scope_field="publisher_department",
+        ),
+        ScopedSearch(
+            indices.disclosures,
+            {
+                "size": 0,
+                "query": {"bool": {"filter": received_filters}},
+                "aggs": {
+                    "objects": {"sum": {"field": "object_count"}},
+                    "by_tlp": {
+                        **_terms("tlp", 10),
+                        "aggs": {"objects": {"sum": {"field": "object_count"}}},
+                    },
+                },
+            },
+            scope_field="department",
+        ),
+        ScopedSearch(
+            indices.intel,
+            {
+                "size": 0,
+                "track_total_hits": True,
+                "query": {"bool": {"filter": indicator_filters}},
+                "aggs": {"by_type": _terms("threat.indicator.type", 30)},
+            },
+        ),
+    ]
+
+
+SEARCH_NAMES = (
+    "events",
+    "hostile",
+    "collection",
+    "alerts",
+    "incidents",
+    "overdue_tasks",
+    "shared",
+    "received",
+    "indicators",
+)
+
+
+def plan_searches(request: SituationRequest, indices: SituationIndices) -> list[ScopedSearch]:
+    """The searches of one overview, in the order of SEARCH_NAMES (one msearch request)."""
+    return [
+        _events_search(request, indices.events),
+        _hostile_search(request, indices.events),
+        _collection_search(request, indices.events),
+        _alerts_search(request, indices.alerts),
+        _incidents_search(request, indices.incidents),
+        _overdue_tasks_search(request, indices.incidents),
+        *_intel_searches(request, indices),
+    ]
+
+
+# ---------------------------------------------------------------------------- the record
+
+
+class TimeRange(BaseModel):
+    """The range the overview covers and the width of its histogram buckets."""
+
+    start: str
+    end: str
+    interval: str
+    interval_seconds: int
+    timezone: str
+
+
+class Scope(BaseModel):
+    """Whose data the overview covers: the caller's departments (None: all) and filters."""
+
+    departments: list[str] | None
+    department_filter: list[str]
+    sector_filter: list[str]
+
+
+class VolumeBucket(BaseModel):
+    """One histogram bucket: its start and counts (top sectors and departments only)."""
+
+    time: str
+    count: int
+    by_sector: dict[str, int]
+    by_department: dict[str, int]
+
+
+class EventVolume(BaseModel):
+    """Events in the range: total, per sector and department, and over time."""
+
+    total: int
+    by_sector: dict[str, int]
+    by_department: dict[str, int]
+    over_time: list[VolumeBucket]
+
+
+class AlertSummary(BaseModel):
+    """Alerts active in the range (first seen before its end, last seen after its start)."""
+
+    total: int
+    open: int
+    by_severity: dict[str, int]
+    open_by_severity: dict[str, int]
+    by_status: dict[str, int]
+    by_sector: dict[str, int]
+    by_department: dict[str, int]
+    new_over_time: list[VolumeBucket]
+
+
+class TacticCount(BaseModel):
+    """Alerts naming one ATT&CK tactic."""
+
+    id: str
+    name: str
+    alerts: int
+
+
+class TechniqueCount(BaseModel):
+    """Alerts naming one ATT&CK technique, with the technique's tactics."""
+
+    id: str
+    name: str
+    alerts: int
+    tactics: list[str]
+
+
+class HeatCell(BaseModel):
+    """One cell of the ATT&CK heat map: a technique under one of its tactics."""
+
+    tactic_id: str
+    tactic_name: str
+    technique_id: str
+    technique_name: str
+    alerts: int
+
+
+class AttackSummary(BaseModel):
+    """ATT&CK tactics and techniques seen in alerts, and the heat-map cells."""
+
+    tactics: list[TacticCount]
+    techniques: list[TechniqueCount]
+    heatmap: list[HeatCell]
+    catalogue_version: str | None
+
+
+class AttackedAsset(BaseModel):
+    """A target of hostile events (an address, or a host that names no destination)."""
+
+    asset: str
+    kind: str  # ip | host
+    name: str | None
+    criticality: str | None
+    department: str | None
+    hostile_events: int
+
+
+class AttackingSource(BaseModel):
+    """A source address named by alerts or by hostile events."""
+
+    source: str
+    alerts: int
+    worst_severity: str | None
+    hostile_events: int
+    departments: list[str]
+
+
+class OverdueTask(BaseModel):
+    """An open task of an open incident, past its due time."""
+
+    incident_id: str
+    incident_title: str
+    task_id: str
+    title: str
+    department: str | None
+    owner: str | None
+    due: str
+
+
+class IncidentSummary(BaseModel):
+    """Open incidents now, SLA breaches, overdue tasks; created and resolved in the range."""
+
+    open: int
+    by_status: dict[str, int]
+    by_severity: dict[str, int]
+    acknowledge_overdue: int
+    resolve_overdue: int
+    overdue_tasks: int
+    overdue_task_list: list[OverdueTask]
+    overdue_tasks_complete: bool
+    created_in_range: int
+    resolved_in_range: int
+
+
+class IntelligenceSummary(BaseModel):
+    """Threat intelligence received and shared in the range (zeros without the indices)."""
+
+    received: int
+    received_by_tlp: dict[str, int]
+    shared: int
+    shared_by_type: dict[str, int]
+    indicators: int
+    indicators_by_type: dict[str, int]
+
+
+class SourceHealth(BaseModel):
+    """One event source (`event.dataset`) of one department."""
+
+    dataset: str
+    department: str
+    events: int
+    events_per_minute: float
+    latest_ingested: str | None
+    lag_seconds: float | None
+    mean_delay_seconds: float | None
+    silent: bool
+
+
+class CollectionHealth(BaseModel):
+    """Per-source rates and lag; dead letters and the collector (province-wide callers only)."""
+
+    sources: list[SourceHealth]
+    dead_letters: DeadLetterSummary | None
+    collector: CollectorSummary | None
+
+
+class SectorThreat(BaseModel):
+    """The threat level of one sector and the inputs of its formula."""
+
+    sector: str
+    level: int
+    name_zh: str
+    name_en: str
+    score: float
+    weighted_open_alerts: float
+    open_alerts: dict[str, int]
+    events: int
+    critical_asset_hits: int
+
+
+class SectionError(BaseModel):
+    """A part of the overview Elasticsearch could not compute (the rest is still there)."""
+
+    section: str
+    reason: str
+
+
+class Situation(BaseModel):
+    """The situation overview for one caller and time range."""
+
+    range: TimeRange
+    scope: Scope
+    generated_at: str
+    events: EventVolume
+    alerts: AlertSummary
+    attack: AttackSummary
+    top_attacked_assets: list[AttackedAsset]
+    top_attacking_sources: list[AttackingSource]
+    incidents: IncidentSummary
+    intelligence: IntelligenceSummary
+    collection: CollectionHealth
+    threat_levels: list[SectorThreat]
+    errors: list[SectionError]
+
+
+# ---------------------------------------------------------------------------- shaping
+
+
+@dataclass(frozen=True)
+class ThreatAssessment:
+    """The result of the threat-level formula for one sector."""
+
+    level: int
+    name_zh: str
+    name_en: str
+    score: float
+    weighted_open_alerts: float
+
+
+def threat_level(
+    open_alerts: Mapping[str, int], events: int, critical_asset_hits: int
+) -> ThreatAssessment:
+    """The documented formula (README): weighted open alerts, volume-normalised, plus hits.
+
+    weighted = Σ weight(severity) × open alerts   (low 1, medium 3, high 9, critical 27)
+    score    = weighted / √max(1, events / 100 000) + 2 × log2(1 + critical-asset hits)
+    level    = 1 below 3, 2 below 10, 3 below 30, 4 below 90, else 5; at least 3 with an
+               open critical alert and at least 2 with an open high one.
+    """
+    weighted = sum(SEVERITY_WEIGHTS.get(name, 0.0) * count for name, count in open_alerts.items())
+    damping = math.sqrt(max(1.0, events / VOLUME_REFERENCE))
+    score = weighted / damping + CRITICAL_HIT_FACTOR * math.log2(1 + max(0, critical_asset_hits))
+    level = next(level for bound, level, _, _ in THREAT_LEVELS if score < bound)
+    for severity, floor in SEVERITY_FLOORS.items():
+        if open_alerts.get(severity, 0) > 0:
+            level = max(level, floor)
+    _, _, name_zh, name_en = next(entry for entry in THREAT_LEVELS if entry[1] == level)
+    return ThreatAssessment(level, name_zh, name_en, round(score, 3), weighted)
+
+
+def _aggs(response: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return (response or {}).get("aggregations") or {}
+
+
+def _buckets(aggregation: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    return list((aggregation or {}).get("buckets") or [])
+
+
+def _counts(aggregation: Mapping[str, Any] | None) -> dict[str, int]:
+    return {str(b["key"]): int(b["doc_count"]) for b in _buckets(aggregation)}
+
+
+def _first_key(aggregation: Mapping[str, Any] | None) -> str | None:
+    buckets = _buckets(aggregation)
+    return str(buckets[0]["key"]) if buckets else None
+
+
+def _total(response: Mapping[str, Any] | None) -> int:
+    total = ((response or {}).get("hits") or {}).get("total") or {}
+    return int(total.get("value", 0)) if isinstance(total, Mapping) else int(total)
+
+
+def _time(milliseconds: float) -> str:
+    return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
+
+
+def _series(histogram: Mapping[str, Any] | None) -> list[VolumeBucket]:
+    return [
+        VolumeBucket(
+            time=_time(bucket["key"]),
+            count=int(bucket["doc_count"]),
+            by_sector=_counts(bucket.get("by_sector")),
+            by_department=_counts(bucket.get("by_department")),
+        )
+        for bucket in _buckets(histogram)
+    ]
+
+
+def _events(response: Mapping[str, Any] | None) -> EventVolume:
+    aggs = _aggs(response)
+    return EventVolume(
+        total=_total(response),
+        by_sector=_counts(aggs.get("by_sector")),
+        by_department=_counts(aggs.get("by_department")),
+        over_time=_series(aggs.get("over_time")),
+    )
+
+
+def _alerts(response: Mapping[str, Any] | None) -> AlertSummary:
+    aggs = _aggs(response)
+    opened = aggs.get("open") or {}
+    return AlertSummary(
+        total=_total(response),
+        open=int(opened.get("doc_count", 0)),
+        by_severity=_counts(aggs.get("by_severity")),
+        open_by_severity=_counts(opened.get("by_severity")),
+        by_status=_counts(aggs.get("by_status")),
+        by_sector=_counts(aggs.get("by_sector")),
+        by_department=_counts(aggs.get("by_department")),
+        new_over_time=_series((aggs.get("new") or {}).get("over_time")),
+    )
+
+
+def _attack(response: Mapping[str, Any] | None, catalogue: AttackLookup | None) -> AttackSummary:
+    aggs = _aggs(response)
+    tactic_names = {t.id: t.name for t in catalogue.tactics()} if catalogue else {}
+    tactic_order = {tactic_id: n for n, tactic_id in enumerate(tactic_names)}
+    tactics = [
+        TacticCount(id=tactic_id, name=tactic_names.get(tactic_id, tactic_id), alerts=count)
+        for tactic_id, count in _counts(aggs.get("tactics")).items()
+    ]
+    tactics.sort(key=lambda t: (tactic_order.get(t.id, len(tactic_order)), t.id))
+    techniques: list[TechniqueCount] = []
+    heatmap: list[HeatCell] = []
+    for technique_id, count in _counts(aggs.get("techniques")).items():
+        known = catalogue.find(technique_id) if catalogue else None
+        name = known.name if known else technique_id
+        technique_tactics = list(known.tactics) if known else []
+        techniques.append(
+            TechniqueCount(
+                id=technique_id,
+                name=name,
+                alerts=count,
+                tactics=[tactic_id for tactic_id, _ in technique_tactics],
+            )
+        )
+        for tactic_id, tactic_name in technique_tactics:
+            heatmap.append(
+                HeatCell(
+                    tactic_id=tactic_id,
+                    tactic_name=tactic_name,
+                    technique_id=technique_id,
+                    technique_name=name,
+                    alerts=count,
+                )
+            )
+    heatmap.sort(
+        key=lambda c: (tactic_order.get(c.tactic_id, len(tactic_order)), -c.alerts, c.technique_id)
+    )
+    return AttackSummary(
+        tactics=tactics,
+        techniques=techniques,
+        heatmap=heatmap,
+        catalogue_version=catalogue.version if catalogue else None,
+    )
+
+
+def _attacked_assets(response: Mapping[str, Any] | None, top: int) -> list[AttackedAsset]:
+    aggs = _aggs(response)
+    assets = [
+        AttackedAsset(
+            asset=str(bucket["key"]),
+            kind="ip",
+            name=_first_key(bucket.get("name")),
+            criticality=_first_key(bucket.get("criticality")),
+            department=_first_key(bucket.get("department")),
+            hostile_events=int(bucket["doc_count"]),
+        )
+        for bucket in _buckets(aggs.get("destinations"))
+    ]
+    assets += [
+        AttackedAsset(
+            asset=str(bucket["key"]),
+            kind="host",
+            name=str(bucket["key"]),
+            criticality=_first_key(bucket.get("criticality")),
+            department=_first_key(bucket.get("department")),
+            hostile_events=int(bucket["doc_count"]),
+        )
+        for bucket in _buckets((aggs.get("hosts") or {}).get("names"))
+    ]
+    assets.sort(key=lambda a: (-a.hostile_events, a.kind, a.asset))
+    return assets[:top]
+
+
+def _attacking_sources(
+    hostile: Mapping[str, Any] | None, alerts: Mapping[str, Any] | None, top: int
+) -> list[AttackingSource]:
+    found: dict[str, AttackingSource] = {}
+    alert_sources = (_aggs(alerts).get("sources") or {}).get("values")
+    for bucket in _buckets(alert_sources):
+        worst = (bucket.get("worst") or {}).get("value")
+        found[str(bucket["key"])] = AttackingSource(
+            source=str(bucket["key"]),
+            alerts=int(bucket["doc_count"]),
+            worst_severity=SEVERITIES[int(worst) - 1] if worst and 1 <= worst <= 4 else None,
+            hostile_events=0,
+            departments=list(_counts(bucket.get("departments"))),
+        )
+    for bucket in _buckets(_aggs(hostile).get("sources")):
+        key = str(bucket["key"])
+        source = found.setdefault(
+            key,
+            AttackingSource(
+                source=key, alerts=0, worst_severity=None, hostile_events=0, departments=[]
+            ),
+        )
+        source.hostile_events = int(bucket["doc_count"])
+        source.departments = list(
+            dict.fromkeys([*source.departments, *_counts(bucket.get("departments"))])
+        )
+    rank = {name: n for n, name in enumerate(SEVERITIES)}
+    ordered = sorted(
+        found.values(),
+        key=lambda s: (
+            -rank.get(s.worst_severity or "", -1),
+            -s.alerts,
+            -s.hostile_events,
+            s.source,
+        ),
+    )
+    return ordered[:top]
+
+
+def _overdue_tasks(
+    response: Mapping[str, Any] | None, now: datetime, top: int
+) -> tuple[int, list[OverdueTask], bool]:
+    hits = ((response or {}).get("hits") or {}).get("hits") or []
+    tasks: list[OverdueTask] = []
+    for hit in hits:
+        incident = (hit.get("_source") or {}).get("incident") or {}
+        try:
+            overdue = set(sla_state(incident, now)["overdue_tasks"])
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed incident is left out rather than failing the overview
+        for task in incident.get("tasks", []):
+            if task.get("id") in overdue:
+                tasks.append(
+                    OverdueTask(
+                        incident_id=str(incident.get("id", "")),
+                        incident_title=str(incident.get("title", "")),
+                        task_id=str(task["id"]),
+                        title=str(task.get("title", "")),
+                        department=task.get("department"),
+                        owner=task.get("owner"),
+                        due=str(task.get("due")),
+                    )
+                )
+    tasks.sort(key=lambda t: (t.due, t.incident_id, t.task_id))
+    complete = _total(response) <= len(hits)
+    return len(tasks), tasks[:top], complete
+
+
+def _incidents(
+    summary: Mapping[str, Any] | None, overdue: Mapping[str, Any] | None, request: SituationRequest
+) -> IncidentSummary:
+    aggs = _aggs(summary)
+    opened = aggs.get("open") or {}
+    count, tasks, complete = _overdue_tasks(overdue, request.now, request.top)
+    return IncidentSummary(
+        open=int(opened.get("doc_count", 0)),
+        by_status=_counts(opened.get("by_status")),
+        by_severity=_counts(opened.get("by_severity")),
+        acknowledge_overdue=int((opened.get("acknowledge_overdue") or {}).get("doc_count", 0)),
+        resolve_overdue=int((opened.get("resolve_overdue") or {}).get("doc_count", 0)),
+        overdue_tasks=count,
+        overdue_task_list=tasks,
+        overdue_tasks_complete=complete,
+        created_in_range=int((aggs.get("created") or {}).get("doc_count", 0)),
+        resolved_in_range=int((aggs.get("resolved") or {}).get("doc_count", 0)),
+    )
+
+
+def _intelligence(
+    shared: Mapping[str, Any] | None,
+    received: Mapping[str, Any] | None,
+    indicators: Mapping[str, Any] | None,
+) -> IntelligenceSummary:
+    received_aggs = _aggs(received)
+    return IntelligenceSummary(
+        received=int((received_aggs.get("objects") or {}).get("value") or 0),
+        received_by_tlp={
+            str(bucket["key"]): int((bucket.get("objects") or {}).get("value") or 0)
+            for bucket in _buckets(received_aggs.get("by_tlp"))
+        },
+        shared=_total(shared),
+        shared_by_type=_counts(_aggs(shared).get("by_type")),
+        indicators=_total(indicators),
+        indicators_by_type=_counts(_aggs(indicators).get("by_type")),
+    )
+
+
+def _sources(response: Mapping[str, Any] | None, request: SituationRequest) -> list[SourceHealth]:
+    minutes = max((request.end - request.start).total_seconds() / 60, 1 / 60)
+    sources: list[SourceHealth] = []
+    for dataset in _buckets(_aggs(response).get("datasets")):
+        for department in _buckets(dataset.get("departments")):
+            events = int((department.get("in_range") or {}).get("doc_count", 0))
+            latest = (department.get("latest_ingested") or {}).get("value")
+            mean_ingested = (department.get("mean_ingested") or {}).get("value")
+            mean_timestamp = (department.get("mean_timestamp") or {}).get("value")
+            lag = (
+                round(max(0.0, request.now.timestamp() - latest / 1000), 3)
+                if latest is not None
+                else None
+            )
+            rate = events / minutes
+            usual_gap = 60 / rate if rate else math.inf
+            sources.append(
+                SourceHealth(
+                    dataset=str(dataset["key"]),
+                    department=str(department["key"]),
+                    events=events,
+                    events_per_minute=round(rate, 3),
+                    latest_ingested=_time(latest) if latest is not None else None,
+                    lag_seconds=lag,
+                    mean_delay_seconds=round((mean_ingested - mean_timestamp) / 1000, 3)
+                    if mean_ingested is not None and mean_timestamp is not None
+                    else None,
+                    silent=events == 0
+                    or lag is None
+                    or lag > max(SILENT_AFTER_SECONDS, 10 * usual_gap),
+                )
+            )
+    sources.sort(key=lambda s: (not s.silent, s.department, s.dataset))
+    return sources
+
+
+def _threat_levels(
+    events: EventVolume, alerts: Mapping[str, Any] | None, hostile: Mapping[str, Any] | None
+) -> list[SectorThreat]:
+    open_by_sector = {
+        str(bucket["key"]): _counts(bucket.get("by_severity"))
+        for bucket in _buckets((_aggs(alerts).get("open") or {}).get("by_sector"))
+    }
+    hits = _counts((_aggs(hostile).get("critical") or {}).get("by_sector"))
+    sectors = sorted(set(events.by_sector) | set(open_by_sector) | set(hits))
+    levels: list[SectorThreat] = []
+    for sector in sectors:
+        open_alerts = {name: open_by_sector.get(sector, {}).get(name, 0) for name in SEVERITIES}
+        volume = events.by_sector.get(sector, 0)
+        assessment = threat_level(open_alerts, volume, hits.get(sector, 0))
+        levels.append(
+            SectorThreat(
+                sector=sector,
+                level=assessment.level,
+                name_zh=assessment.name_zh,
+                name_en=assessment.name_en,
+                score=assessment.score,
+                weighted_open_alerts=assessment.weighted_open_alerts,
+                open_alerts=open_alerts,
+                events=volume,
+                critical_asset_hits=hits.get(sector, 0),
+            )
+        )
+    levels.sort(key=lambda t: (-t.level, -t.score, t.sector))
+    return levels
+
+
+def _split_errors(
+    responses: list[Mapping[str, Any]],
+) -> tuple[dict[str, Mapping[str, Any] | None], list[SectionError]]:
+    """Answers by search name; a failed search becomes an error entry and an empty answer."""
+    answers: dict[str, Mapping[str, Any] | None] = {}
+    errors: list[SectionError] = []
+    for name, response in zip(SEARCH_NAMES, responses, strict=True):
+        if "error" in response:
+            error = response["error"]
+            reason = error.get("reason") if isinstance(error, Mapping) else str(error)
+            errors.append(SectionError(section=name, reason=str(reason)[:500]))
+            answers[name] = None
+        else:
+            answers[name] = response
+    return answers, errors
+
+
+def shape_situation(
+    request: SituationRequest,
+    responses: list[Mapping[str, Any]],
+    *,
+    scope: tuple[str, ...] | None,
+    catalogue: AttackLookup | None = None,
+    dead_letters: DeadLetterSummary | None = None,
+    collector: CollectorSummary | None = None,
+) -> Situation:
+    """The overview from the msearch answers (in the order of `plan_searches`)."""
+    answers, errors = _split_errors(responses)
+    events = _events(answers["events"])
+    return Situation(
+        range=TimeRange(
+            start=format_timestamp(request.start),
+            end=format_timestamp(request.end),
+            interval=request.interval,
+            interval_seconds=request.interval_seconds,
+            timezone=request.timezone,
+        ),
+        scope=Scope(
+            departments=list(scope) if scope is not None else None,
+            department_filter=list(request.departments),
+            sector_filter=list(request.sectors),
+        ),
+        generated_at=format_timestamp(request.now),
+        events=events,
+        alerts=_alerts(answers["alerts"]),
+        attack=_attack(answers["alerts"], catalogue),
+        top_attacked_assets=_attacked_assets(answers["hostile"], request.top),
+        top_attacking_sources=_attacking_sources(
+            answers["hostile"], answers["alerts"], request.top
+        ),
+        incidents=_incidents(answers["incidents"], answers["overdue_tasks"], request),
+        intelligence=_intelligence(answers["shared"], answers["received"], answers["indicators"]),
+        collection=CollectionHealth(
+            sources=_sources(answers["collection"], request),
+            dead_letters=dead_letters,
+            collector=collector,
+        ),
+        threat_levels=_threat_levels(events, answers["alerts"], answers["hostile"]),
+        errors=errors,
+    )
