@@ -2,9 +2,9 @@
 
 Everything is computed by Elasticsearch aggregations, sent as one multi-search through the
 caller's `ScopedStore`, so each part is restricted to the caller's departments. This
-module is pure: `plan_searches` builds the searches, `shape_situation` turns the answers
-into the `Situation` record, and `threat_level` is the documented formula (README,
-"Situation overview"). Sizes are capped everywhere so that one call stays cheap.
+module is pure: `plan_searches` builds the searches and `shape_situation` turns the answers
+into the `Situation` record (lianfang/situation_record.py), with a threat level per sector
+(lianfang/threat_level.py). Sizes are capped everywhere so that one call stays cheap.
 
 The searches:
 
@@ -28,30 +28,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from lianfang.collection_health import CollectorSummary, DeadLetterSummary
 from lianfang.incidents import sla_state
 from lianfang.schema import format_timestamp
 from lianfang.scoped_store import ScopedSearch
+from lianfang.situation_record import (
+    AlertSummary,
+    AttackedAsset,
+    AttackingSource,
+    AttackSummary,
+    CollectionHealth,
+    EventVolume,
+    HeatCell,
+    IncidentSummary,
+    IntelligenceSummary,
+    OverdueTask,
+    Scope,
+    SectionError,
+    SectorThreat,
+    Situation,
+    SourceHealth,
+    TacticCount,
+    TechniqueCount,
+    TimeRange,
+    VolumeBucket,
+)
+from lianfang.threat_level import threat_level
 
 SEVERITIES = ("low", "medium", "high", "critical")
-# Threat level: weight of one open alert per severity (each step is worth three of the one below).
-SEVERITY_WEIGHTS = {"low": 1.0, "medium": 3.0, "high": 9.0, "critical": 27.0}
-# Event volume at which normalisation starts; above it the weight is divided by sqrt(volume/this).
-VOLUME_REFERENCE = 100_000
-CRITICAL_HIT_FACTOR = 2.0
-# (upper bound of the score, level, Chinese name, English name); the last has no bound.
-THREAT_LEVELS = (
-    (3.0, 1, "低", "Low"),
-    (10.0, 2, "一般", "Guarded"),
-    (30.0, 3, "较高", "Elevated"),
-    (90.0, 4, "高", "High"),
-    (math.inf, 5, "严重", "Severe"),
-)
-# An open alert of this severity holds the sector at least at this level, whatever its volume.
-SEVERITY_FLOORS = {"critical": 3, "high": 2}
-
 # (name, seconds): the histogram takes the smallest interval giving at most MAX_BUCKETS buckets.
 INTERVALS = (
     ("1m", 60),
@@ -579,246 +583,7 @@ def plan_searches(request: SituationRequest, indices: SituationIndices) -> list[
     ]
 
 
-# ---------------------------------------------------------------------------- the record
-
-
-class TimeRange(BaseModel):
-    """The range the overview covers and the width of its histogram buckets."""
-
-    start: str
-    end: str
-    interval: str
-    interval_seconds: int
-    timezone: str
-
-
-class Scope(BaseModel):
-    """Whose data the overview covers: the caller's departments (None: all) and filters."""
-
-    departments: list[str] | None
-    department_filter: list[str]
-    sector_filter: list[str]
-
-
-class VolumeBucket(BaseModel):
-    """One histogram bucket: its start and counts (top sectors and departments only)."""
-
-    time: str
-    count: int
-    by_sector: dict[str, int]
-    by_department: dict[str, int]
-
-
-class EventVolume(BaseModel):
-    """Events in the range: total, per sector and department, and over time."""
-
-    total: int
-    by_sector: dict[str, int]
-    by_department: dict[str, int]
-    over_time: list[VolumeBucket]
-
-
-class AlertSummary(BaseModel):
-    """Alerts active in the range (first seen before its end, last seen after its start)."""
-
-    total: int
-    open: int
-    by_severity: dict[str, int]
-    open_by_severity: dict[str, int]
-    by_status: dict[str, int]
-    by_sector: dict[str, int]
-    by_department: dict[str, int]
-    new_over_time: list[VolumeBucket]
-
-
-class TacticCount(BaseModel):
-    """Alerts naming one ATT&CK tactic."""
-
-    id: str
-    name: str
-    alerts: int
-
-
-class TechniqueCount(BaseModel):
-    """Alerts naming one ATT&CK technique, with the technique's tactics."""
-
-    id: str
-    name: str
-    alerts: int
-    tactics: list[str]
-
-
-class HeatCell(BaseModel):
-    """One cell of the ATT&CK heat map: a technique under one of its tactics."""
-
-    tactic_id: str
-    tactic_name: str
-    technique_id: str
-    technique_name: str
-    alerts: int
-
-
-class AttackSummary(BaseModel):
-    """ATT&CK tactics and techniques seen in alerts, and the heat-map cells."""
-
-    tactics: list[TacticCount]
-    techniques: list[TechniqueCount]
-    heatmap: list[HeatCell]
-    catalogue_version: str | None
-
-
-class AttackedAsset(BaseModel):
-    """A target of hostile events (an address, or a host that names no destination)."""
-
-    asset: str
-    kind: str  # ip | host
-    name: str | None
-    criticality: str | None
-    department: str | None
-    hostile_events: int
-
-
-class AttackingSource(BaseModel):
-    """A source address named by alerts or by hostile events."""
-
-    source: str
-    alerts: int
-    worst_severity: str | None
-    hostile_events: int
-    departments: list[str]
-
-
-class OverdueTask(BaseModel):
-    """An open task of an open incident, past its due time."""
-
-    incident_id: str
-    incident_title: str
-    task_id: str
-    title: str
-    department: str | None
-    owner: str | None
-    due: str
-
-
-class IncidentSummary(BaseModel):
-    """Open incidents now, SLA breaches, overdue tasks; created and resolved in the range."""
-
-    open: int
-    by_status: dict[str, int]
-    by_severity: dict[str, int]
-    acknowledge_overdue: int
-    resolve_overdue: int
-    overdue_tasks: int
-    overdue_task_list: list[OverdueTask]
-    overdue_tasks_complete: bool
-    created_in_range: int
-    resolved_in_range: int
-
-
-class IntelligenceSummary(BaseModel):
-    """Threat intelligence received and shared in the range (zeros without the indices)."""
-
-    received: int
-    received_by_tlp: dict[str, int]
-    shared: int
-    shared_by_type: dict[str, int]
-    indicators: int
-    indicators_by_type: dict[str, int]
-
-
-class SourceHealth(BaseModel):
-    """One event source (`event.dataset`) of one department."""
-
-    dataset: str
-    department: str
-    events: int
-    events_per_minute: float
-    latest_ingested: str | None
-    lag_seconds: float | None
-    mean_delay_seconds: float | None
-    silent: bool
-
-
-class CollectionHealth(BaseModel):
-    """Per-source rates and lag; dead letters and the collector (province-wide callers only)."""
-
-    sources: list[SourceHealth]
-    dead_letters: DeadLetterSummary | None
-    collector: CollectorSummary | None
-
-
-class SectorThreat(BaseModel):
-    """The threat level of one sector and the inputs of its formula."""
-
-    sector: str
-    level: int
-    name_zh: str
-    name_en: str
-    score: float
-    weighted_open_alerts: float
-    open_alerts: dict[str, int]
-    events: int
-    critical_asset_hits: int
-
-
-class SectionError(BaseModel):
-    """A part of the overview Elasticsearch could not compute (the rest is still there)."""
-
-    section: str
-    reason: str
-
-
-class Situation(BaseModel):
-    """The situation overview for one caller and time range."""
-
-    range: TimeRange
-    scope: Scope
-    generated_at: str
-    events: EventVolume
-    alerts: AlertSummary
-    attack: AttackSummary
-    top_attacked_assets: list[AttackedAsset]
-    top_attacking_sources: list[AttackingSource]
-    incidents: IncidentSummary
-    intelligence: IntelligenceSummary
-    collection: CollectionHealth
-    threat_levels: list[SectorThreat]
-    errors: list[SectionError]
-
-
 # ---------------------------------------------------------------------------- shaping
-
-
-@dataclass(frozen=True)
-class ThreatAssessment:
-    """The result of the threat-level formula for one sector."""
-
-    level: int
-    name_zh: str
-    name_en: str
-    score: float
-    weighted_open_alerts: float
-
-
-def threat_level(
-    open_alerts: Mapping[str, int], events: int, critical_asset_hits: int
-) -> ThreatAssessment:
-    """The documented formula (README): weighted open alerts, volume-normalised, plus hits.
-
-    weighted = Σ weight(severity) × open alerts   (low 1, medium 3, high 9, critical 27)
-    score    = weighted / √max(1, events / 100 000) + 2 × log2(1 + critical-asset hits)
-    level    = 1 below 3, 2 below 10, 3 below 30, 4 below 90, else 5; at least 3 with an
-               open critical alert and at least 2 with an open high one.
-    """
-    weighted = sum(SEVERITY_WEIGHTS.get(name, 0.0) * count for name, count in open_alerts.items())
-    damping = math.sqrt(max(1.0, events / VOLUME_REFERENCE))
-    score = weighted / damping + CRITICAL_HIT_FACTOR * math.log2(1 + max(0, critical_asset_hits))
-    level = next(level for bound, level, _, _ in THREAT_LEVELS if score < bound)
-    for severity, floor in SEVERITY_FLOORS.items():
-        if open_alerts.get(severity, 0) > 0:
-            level = max(level, floor)
-    _, _, name_zh, name_en = next(entry for entry in THREAT_LEVELS if entry[1] == level)
-    return ThreatAssessment(level, name_zh, name_en, round(score, 3), weighted)
 
 
 def _aggs(response: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from elasticsearch import NotFoundError
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -26,7 +28,7 @@ from lianfang.collection_health import (
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.principals import PrincipalStore, Role
 from lianfang.schema import Event, Origin, format_timestamp
-from lianfang.settings import Settings
+from lianfang.settings import Settings, load_settings
 from lianfang.situation import (
     INTERVALS,
     MAX_BUCKETS,
@@ -37,9 +39,10 @@ from lianfang.situation import (
     choose_interval,
     plan_searches,
     shape_situation,
-    threat_level,
 )
-from lianfang.store import EventStore, install_index
+from lianfang.store import EventStore, IndexNames, connect, install_index
+from lianfang.threat_level import threat_level
+from tests.conftest import TEST_MASKING_KEY
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 NOW = DAY + timedelta(days=1, hours=3)
@@ -362,8 +365,35 @@ def denied_to(ip: str, criticality: str, source: str) -> dict:
     }
 
 
-@pytest.fixture
-def seeded(store: EventStore, settings: Settings) -> dict:
+@pytest.fixture(scope="module")
+def settings_once(cluster_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One private prefix for this module's endpoint tests (seeding once keeps them fast)."""
+    settings = load_settings(
+        es_url=cluster_url,
+        index_prefix=f"lftest-{uuid.uuid4().hex[:10]}",
+        home_dir=tmp_path_factory.mktemp("situation") / "home",
+        masking_key=TEST_MASKING_KEY,
+    )
+    es = connect(settings)
+    try:
+        yield settings
+    finally:
+        indices = list(es.indices.get(index=f"{settings.index_prefix}-*", expand_wildcards="all"))
+        if indices:
+            es.indices.delete(index=",".join(indices))
+        try:
+            templates = es.indices.get_index_template(name=f"{settings.index_prefix}-*")
+        except NotFoundError:
+            templates = {"index_templates": []}
+        for template in templates["index_templates"]:
+            es.indices.delete_index_template(name=template["name"])
+        es.close()
+
+
+@pytest.fixture(scope="module")
+def seeded(settings_once: Settings) -> dict:
+    settings = settings_once
+    store = EventStore(connect(settings), IndexNames(settings.index_prefix))
     store.install_templates()
     events = [event(n, "finance", "finance") for n in range(20)]
     events += [
@@ -573,9 +603,9 @@ def seeded(store: EventStore, settings: Settings) -> dict:
     }
 
 
-@pytest.fixture
-def api(settings: Settings, seeded: dict) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+@pytest.fixture(scope="module")
+def api(settings_once: Settings, seeded: dict) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_once)) as client:
         yield client
 
 

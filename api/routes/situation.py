@@ -20,12 +20,12 @@ from lianfang.scoped_store import ScopedStore
 from lianfang.situation import (
     AttackLookup,
     InvalidRange,
-    Situation,
     SituationIndices,
     SituationRequest,
     plan_searches,
     shape_situation,
 )
+from lianfang.situation_record import Situation
 
 router = APIRouter(prefix="/api/v1", tags=["situation"])
 log = logging.getLogger(__name__)
