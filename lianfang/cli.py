@@ -1082,5 +1082,13 @@ from detection.sigma.rules_cli import register_rules_commands  # noqa: E402
 
 register_rules_commands(main)
 
+# ------------------------------------------------------------------ anomaly detection
+
+# detect train|score|eval|feature-sets|models live in detection/anomaly_cli.py; imported
+# here, after every helper they use is defined.
+from detection.anomaly_cli import register_anomaly_commands  # noqa: E402
+
+register_anomaly_commands(detect)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

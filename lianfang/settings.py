@@ -141,6 +141,17 @@ class DetectionRuleSettings(BaseModel):
     overlap: str = "10m"  # re-read before the last completed end, for late events
 
 
+class AnomalySettings(BaseModel):
+    """The `[anomaly]` table: feature sets, detector and alert threshold of anomaly detection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_sets_dir: Path | None = None  # extra YAML feature sets; same name replaces
+    detector: str = "ensemble"  # detection/anomaly_detectors.py registry name
+    threshold_quantile: float = 0.999  # alert above this quantile of the baseline's scores
+    per_department: bool = True  # one model per department (else one pooled model)
+
+
 class Settings(BaseSettings):
     """Every tunable of the platform; see the configuration table in README.md."""
 
@@ -208,6 +219,8 @@ class Settings(BaseSettings):
 
     # Behavioural rules and the detection scheduler (detection/).
     detection_rules: DetectionRuleSettings = Field(default_factory=DetectionRuleSettings)
+    # Anomaly detection (detection/anomaly_*.py): models live under home_dir/models.
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
 
     # Sigma rules (detection/sigma/): a SigmaHQ-layout folder; unset until the user names one.
     sigma_rules_dir: Path | None = None
