@@ -27,6 +27,7 @@ derives from (file, EVTX record id) for decoded records (`lianfang.schema.docume
 from __future__ import annotations
 
 import argparse
+import random
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -70,6 +71,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", choices=("single", "daily"), default="single")
     parser.add_argument("--keep", action="store_true", help="keep the indices afterwards")
+    parser.add_argument("--missed", action="store_true", help="list the files without an alert")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        help="run only this many rules, drawn with a fixed seed (daily layout)",
+    )
     options = parser.parse_args()
     files = sorted(SAMPLES.rglob("*.evtx"))
     if not files or not SIGMA.is_dir():
@@ -86,6 +93,8 @@ def main() -> None:
         began = time.perf_counter()
         rule_set = load_rule_set([SIGMA / folder for folder in RULE_FOLDERS])
         catalogue = convert_rule_set(rule_set)
+        if options.sample:
+            catalogue.converted = random.Random(1).sample(catalogue.converted, options.sample)
         compile_seconds = time.perf_counter() - began
 
         file_of: dict[str, Path] = {}
@@ -117,8 +126,8 @@ def main() -> None:
             indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
             for start in range(0, len(indices), 50):
                 client.indices.delete(index=",".join(indices[start : start + 50]))
-            client.indices.delete_index_template(
-                name=names.events_template, ignore_unavailable=True
+            client.options(ignore_status=404).indices.delete_index_template(
+                name=names.events_template
             )
 
     detections: set[tuple[str, Path]] = set()
@@ -134,6 +143,9 @@ def main() -> None:
     for rule_id, path in detections:
         rules_per_file[path].add(rule_id)
 
+    if options.missed:
+        for path in sorted(set(files) - files_hit):
+            print(f"no alert: {path.relative_to(SAMPLES)}")
     total_seconds = ingest_seconds + search_seconds + alert_seconds
     print(
         f"layout: {options.layout} ({len(store.events_indices()) if options.keep else 'deleted'})"

@@ -551,3 +551,27 @@ def test_rules_run_as_scheduler_detectors_one_per_rule(
     assert not [run.error for run in report.runs if run.error]
     unconfigured = DetectorContext(sigma_settings, client, store.names.events_alias)
     assert load_detectors(unconfigured, ["sigma"]).detectors == []
+
+
+def test_raw_event_data_for_accounts_placeholders_and_ip_patterns(tmp_path: Path) -> None:
+    """`User`, `'-'` and wildcard IPs query winlog.event_data; exact IPs and CIDRs stay ECS."""
+    rule = """
+title: Raw Fields
+id: 0d0b4e2a-0000-4000-8000-000000000010
+level: low
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        User|contains: 'AUTHORI'
+        WorkstationName: '-'
+        IpAddress|startswith: '192.168.'
+    filter:
+        IpAddress|cidr: '10.0.0.0/8'
+    condition: selection and not filter
+"""
+    query = converted_by_title(write_rules(tmp_path / "r", raw=rule))["Raw Fields"].query
+    assert "winlog.event_data.User:/.*[aA][uU][tT][hH][oO][rR][iI].*/" in query
+    assert "winlog.event_data.WorkstationName:\\-" in query
+    assert "winlog.event_data.IpAddress:192.168.*" in query
+    assert "source.ip:10.0.0.0\\/8" in query
+    assert "user.name" not in query and "source.domain" not in query

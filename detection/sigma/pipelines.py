@@ -13,7 +13,9 @@ Windows rules (product `windows`, any service or category) get, in priority orde
    (`DestinationIp|startswith: '10.'`), because Elasticsearch `ip` fields take exact values
    and CIDR ranges but silently match nothing for wildcards; and the placeholder `'-'`
    (`WorkstationName: '-'`, `IpAddress: '-'`), which Windows writes for "none" and which
-   our windows format keeps in the event data but never copies into an ECS field;
+   our windows format keeps in the event data but never copies into an ECS field. And
+   Sigma's `User`, which rules match as Windows writes it (`User|contains: 'AUTHORI'` for
+   `NT AUTHORITY\\SYSTEM`) while ECS splits it into user.domain and user.name;
 4. pySigma-backend-elasticsearch's `ecs_windows` (Winlogbeat >= 7 field names);
 5. `lianfang_fields`: the two differences between Elastic's index mappings and ours. Elastic
    adds lower-cased `.caseless` sub-fields; we have none and match case-insensitively in the
@@ -180,11 +182,16 @@ def category_events_pipeline() -> ProcessingPipeline:
 
 
 def raw_event_data_pipeline() -> ProcessingPipeline:
-    """Wildcard IP comparisons and the '-' placeholder go to the raw event-data string."""
+    """Wildcard IP comparisons, '-' placeholders and `User` go to the raw event-data string."""
     return ProcessingPipeline(
-        name="Lianfang: raw event data for IP patterns and placeholders",
+        name="Lianfang: raw event data for IP patterns, placeholders and accounts",
         priority=15,
         items=[
+            ProcessingItem(
+                identifier="lianfang_raw_user",
+                transformation=FieldMappingTransformation({"User": "winlog.event_data.User"}),
+                rule_conditions=[LogsourceCondition(product="windows")],
+            ),
             ProcessingItem(
                 identifier="lianfang_raw_placeholder",
                 transformation=AddFieldnamePrefixTransformation("winlog.event_data."),
