@@ -20,6 +20,12 @@ and a spooled batch is deleted only after that too, so a crash at any moment los
 (at-least-once); the events read again carry the same deterministic ids, and `create`
 turns the copies into counted duplicates, so each line is in the index exactly once.
 Parse-stage dead letters of re-read lines may be written twice.
+
+Push inputs (`PushInput`: a syslog listener, stdin, a file group of a collector
+configuration) receive records themselves on their own threads and hand batches to the
+runtime through an `InputFeed`: the same spool, sender and counters, with their own
+pipelines. The runtime starts them with `run` and stops them when reading stops; with
+push inputs it runs until every one of them is finished (stdin at its end) or `stop`.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from collectors.atomic_file import write_json_atomically
@@ -46,7 +53,7 @@ from collectors.normalise import Department, Normaliser
 from collectors.pipeline import IngestPipeline
 from collectors.spool import DiskSpool, SpoolBatch, SpoolFull
 from lianfang.bulk_writer import BulkReport, BulkWriter
-from lianfang.schema import Origin
+from lianfang.schema import Event, Origin
 from lianfang.settings import Settings
 from lianfang.store import EventStore
 
@@ -77,6 +84,8 @@ class InputCounters:
     size: int = 0
     lag_bytes: int = 0  # bytes of the file not read yet
     last_error: str | None = None
+    dropped: int = 0  # lost before the spool, each counted and logged (datagrams, full spool)
+    details: dict[str, Any] = field(default_factory=dict)  # input-specific (listeners)
 
 
 @dataclass
@@ -106,6 +115,88 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class PushInput(Protocol):
+    """An input that receives records itself (a listener, a pipe) and spools them via a feed."""
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will come (stdin at its end); a listener never finishes."""
+        ...
+
+    def start(self, feed: InputFeed) -> None:
+        """Begin receiving; called once by `CollectorRuntime.run`."""
+        ...
+
+    def stop(self) -> None:
+        """Stop receiving; return once what was accepted is spooled or counted as dropped."""
+        ...
+
+
+class InputFeed:
+    """What a push input may do with its runtime: spool batches and keep its counters."""
+
+    def __init__(self, runtime: CollectorRuntime) -> None:
+        self._runtime = runtime
+
+    @property
+    def settings(self) -> Settings:
+        """The runtime's settings."""
+        return self._runtime.settings
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The runtime's checkpoints: a batch acknowledged as (source, offset) advances them."""
+        return self._runtime.checkpoints
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once a stop was asked for."""
+        return self._runtime._stop_reading
+
+    def register(self, source: str, path: str, **values: Any) -> None:
+        """Show an input in the counters (from now on, also while it is idle)."""
+        self._runtime._counters_for(source, path)
+        self.set(source, **values)
+
+    def count(self, source: str, **increments: int) -> None:
+        """Add to counters of an input (read, parsed, skipped, failed, dropped, ...)."""
+        counters = self._runtime._counters_for(source)
+        with self._runtime._inputs_lock:
+            for name, value in increments.items():
+                setattr(counters, name, getattr(counters, name) + value)
+
+    def set(self, source: str, **values: Any) -> None:
+        """Replace fields of an input's counters (state, format, lag_bytes, details, ...)."""
+        counters = self._runtime._counters_for(source)
+        with self._runtime._inputs_lock:
+            for name, value in values.items():
+                setattr(counters, name, value)
+
+    def note_error(self, source: str, message: str) -> None:
+        """Record an input's last error (also the collector's last error)."""
+        self._runtime._note_error(message, source)
+
+    def put(
+        self, source: str, events: list[Event], offset: int, *, wait: bool, replayable: bool
+    ) -> bool:
+        """Spool a batch acknowledged as (source, offset); False if it was not spooled.
+
+        Without `wait` a full spool refuses at once. With it the call waits for room, and
+        gives up when a stop is asked for if the input can read its records again
+        (`replayable`: files), or else only once the drain time is over.
+        """
+        runtime = self._runtime
+        cancel = runtime._stop_reading if replayable else runtime._stop_sending
+        try:
+            runtime.spool.put(
+                events, {"source": source, "offset": offset}, block=wait, cancel=cancel
+            )
+        except SpoolFull:
+            return False
+        self.count(source, spooled=len(events))
+        return True
+
+
 class CollectorRuntime:
     """Collects files into Elasticsearch through the disk spool until done or stopped."""
 
@@ -124,8 +215,10 @@ class CollectorRuntime:
         status_seconds: float = 1.0,
         max_backoff_seconds: float = 30.0,
         drain_seconds: float = 10.0,
+        push_inputs: Sequence[PushInput] = (),
     ) -> None:
         self.settings = settings
+        self.push_inputs = list(push_inputs)
         self.store = store
         self.follow = follow
         self.patterns = list(patterns)
@@ -188,6 +281,9 @@ class CollectorRuntime:
             thread.start()
         completed = False
         try:
+            feed = InputFeed(self)
+            for push_input in self.push_inputs:
+                push_input.start(feed)
             while threads[1].is_alive():
                 threads[1].join(0.2)
                 if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
@@ -236,7 +332,7 @@ class CollectorRuntime:
                     with self._inputs_lock:
                         if source in self._inputs:
                             self._inputs[source].state = "closed"
-                if self.follower.finished:
+                if self.follower.finished and all(item.finished for item in self.push_inputs):
                     return
                 if not chunks:
                     self._stop_reading.wait(self.poll_seconds)
@@ -247,7 +343,17 @@ class CollectorRuntime:
             self._stop_reading.set()
             self._stop_deadline = time.monotonic() + self.drain_seconds
         finally:
+            self._stop_push_inputs()
             self._reading_done.set()
+
+    def _stop_push_inputs(self) -> None:
+        """Stop every push input; their last batches reach the spool before the drain ends."""
+        for push_input in self.push_inputs:
+            try:
+                push_input.stop()
+            except Exception as error:  # one input must not keep the others running
+                log.exception("stopping an input failed")
+                self._note_error(f"stopping {push_input!r}: {type(error).__name__}: {error}")
 
     def _spool_chunk(self, chunk: FileChunk) -> bool:
         """Parse one chunk and spool its events; False when stopped while the spool was full."""
@@ -429,6 +535,7 @@ class CollectorRuntime:
                 "indexed",
                 "duplicates",
                 "lag_bytes",
+                "dropped",
             )
         }
         return CollectorSnapshot(
