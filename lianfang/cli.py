@@ -547,20 +547,30 @@ def collect_files(
 
 def _collector_inputs_table(inputs: list[dict[str, Any]]) -> Table:
     table = Table(
-        Column("file", overflow="fold"),  # a path is wrapped, never cut short
-        *("format", "state", "read", "indexed", "duplicates", "failed", "lag"),
+        Column("input", overflow="fold"),  # a path is wrapped, never cut short
+        *("format", "state", "read", "parsed", "failed", "spooled", "indexed", "dupl."),
+        *("dropped", "lag"),
     )
+    errors = []
     for row in inputs:
         table.add_row(
             row["source"],
             row["format"] or "",
             row["state"],
             f"{row['read']:,}",
+            f"{row.get('parsed', 0):,}",
+            f"{row['failed']:,}",
+            f"{row.get('spooled', 0):,}",
             f"{row['indexed']:,}",
             f"{row['duplicates']:,}",
-            f"{row['failed']:,}",
+            f"{row.get('dropped', 0):,}",
             f"{row['lag_bytes']:,} B",
         )
+        if row.get("last_error"):
+            errors.append(f"{row['source']}: {row['last_error']}")
+    if errors:  # below the table: an error message is too long for a column
+        table.caption = "last errors:\n" + "\n".join(errors)
+        table.caption_justify = "left"
     return table
 
 
@@ -1089,6 +1099,13 @@ register_rules_commands(main)
 from detection.anomaly_cli import register_anomaly_commands  # noqa: E402
 
 register_anomaly_commands(detect)
+
+# ------------------------------------------------------------------ collector push inputs
+
+# collect syslog|stdin|run live in collectors/collect_cli.py.
+from collectors.collect_cli import register_collect_commands  # noqa: E402
+
+register_collect_commands(collect)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
