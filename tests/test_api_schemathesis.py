@@ -210,5 +210,6 @@ def test_no_server_errors_and_documented_responses(served: dict[str, Any]) -> No
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 examples = KNOWN_ID_EXAMPLES if path else MAX_EXAMPLES
                 sent += fuzz(operation, mode, path, examples, served["users"], failures)
+    print(f"schemathesis: {sent} requests over {len(operations)} operations")
     assert sent > 500
     assert not failures, "\n\n".join(failures[:20])
