@@ -33,6 +33,7 @@ import uuid
 from collections import Counter, defaultdict
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from collectors.file_ingest import ingest_records
 from collectors.inputs.evtx_file import read_evtx
@@ -42,7 +43,7 @@ from detection.sigma.execution import RunReport, SigmaRunner
 from detection.sigma.rule_loading import load_rule_set
 from lianfang.schema import Origin, document_id
 from lianfang.settings import load_settings
-from lianfang.store import EventStore, IndexNames, connect
+from lianfang.store import EventStore, IndexNames, connect, events_template_body
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SAMPLES = DATASETS / "evtx-attack-samples"
@@ -60,6 +61,24 @@ class SingleIndexStore(EventStore):
         return self.names.events_index_for(SINGLE_DAY)
 
 
+def install_longer_strings_template(client: Any, names: IndexNames, limit: int) -> None:
+    """The platform's events template with a higher ignore_above on every string."""
+
+    def raise_limits(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "keyword" and "ignore_above" in node:
+                node["ignore_above"] = limit
+            for value in node.values():
+                raise_limits(value)
+        elif isinstance(node, list):
+            for value in node:
+                raise_limits(value)
+
+    body = events_template_body(names)
+    raise_limits(body["template"]["mappings"])
+    client.indices.put_index_template(name=names.events_template, **body)
+
+
 def tactic_of(path: Path) -> str:
     """The tactic folder of a sample file, or (root) for files at the top."""
     relative = path.relative_to(SAMPLES)
@@ -72,6 +91,11 @@ def main() -> None:
     parser.add_argument("--layout", choices=("single", "daily"), default="single")
     parser.add_argument("--keep", action="store_true", help="keep the indices afterwards")
     parser.add_argument("--missed", action="store_true", help="list the files without an alert")
+    parser.add_argument(
+        "--ignore-above",
+        type=int,
+        help="experiment: index strings up to this length (the template's limit is 1024)",
+    )
     parser.add_argument(
         "--sample",
         type=int,
@@ -89,6 +113,8 @@ def main() -> None:
     store = (
         SingleIndexStore(client, names) if options.layout == "single" else EventStore(client, names)
     )
+    if options.ignore_above:
+        install_longer_strings_template(client, names, options.ignore_above)
     try:
         began = time.perf_counter()
         rule_set = load_rule_set([SIGMA / folder for folder in RULE_FOLDERS])

@@ -575,3 +575,22 @@ detection:
     assert "winlog.event_data.IpAddress:192.168.*" in query
     assert "source.ip:10.0.0.0\\/8" in query
     assert "user.name" not in query and "source.domain" not in query
+
+
+def test_classic_powershell_data_is_matched_on_the_params(tmp_path: Path) -> None:
+    """Sigma's `Data` (unnamed <Data> elements) becomes param1 OR param2 OR param3."""
+    rule = """
+title: Classic Data
+id: 0d0b4e2a-0000-4000-8000-000000000011
+level: low
+logsource: {product: windows, category: ps_classic_start}
+detection:
+    selection:
+        Data|contains: 'EngineVersion=2.'
+    condition: selection
+"""
+    query = converted_by_title(write_rules(tmp_path / "r", data=rule))["Classic Data"].query
+    assert "event.code:400" in query
+    for param in ("param1", "param2", "param3"):
+        assert f"winlog.event_data.{param}:" in query
+    assert "winlog.event_data.Data" not in query

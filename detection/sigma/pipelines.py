@@ -15,7 +15,9 @@ Windows rules (product `windows`, any service or category) get, in priority orde
    (`WorkstationName: '-'`, `IpAddress: '-'`), which Windows writes for "none" and which
    our windows format keeps in the event data but never copies into an ECS field. And
    Sigma's `User`, which rules match as Windows writes it (`User|contains: 'AUTHORI'` for
-   `NT AUTHORITY\\SYSTEM`) while ECS splits it into user.domain and user.name;
+   `NT AUTHORITY\\SYSTEM`) while ECS splits it into user.domain and user.name. Sigma's
+   `Data` (the text of unnamed <Data> elements) is matched on `param1`..`param3`, the
+   names Winlogbeat and our windows format give those elements;
 4. pySigma-backend-elasticsearch's `ecs_windows` (Winlogbeat >= 7 field names);
 5. `lianfang_fields`: the two differences between Elastic's index mappings and ours. Elastic
    adds lower-cased `.caseless` sub-fields; we have none and match case-insensitively in the
@@ -84,6 +86,9 @@ WINDOWS_IP_FIELDS = (
     "SourceAddress",
     "DestAddress",
 )
+# Sigma's `Data` is the text of unnamed <Data> elements (classic PowerShell 400/600/800,
+# application logs), which Winlogbeat and our windows format name param1, param2, ...
+CLASSIC_DATA_FIELDS = [f"winlog.event_data.param{index}" for index in (1, 2, 3)]
 # ecs_windows targets Elastic's lower-cased sub-fields; our index has the plain fields.
 CASELESS_FIELDS = {
     "process.executable.caseless": "process.executable",
@@ -189,7 +194,9 @@ def raw_event_data_pipeline() -> ProcessingPipeline:
         items=[
             ProcessingItem(
                 identifier="lianfang_raw_user",
-                transformation=FieldMappingTransformation({"User": "winlog.event_data.User"}),
+                transformation=FieldMappingTransformation(
+                    {"User": "winlog.event_data.User", "Data": CLASSIC_DATA_FIELDS}
+                ),
                 rule_conditions=[LogsourceCondition(product="windows")],
             ),
             ProcessingItem(
