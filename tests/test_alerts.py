@@ -55,7 +55,9 @@ def test_merge_is_idempotent_and_keeps_triage_state() -> None:
     assert grown["alert"]["last_seen"] == "2026-11-28T18:35:00.000Z"
 
 
-def test_store_groups_and_rerun_creates_no_duplicates(client: Elasticsearch, settings: Settings) -> None:
+def test_store_groups_and_rerun_creates_no_duplicates(
+    client: Elasticsearch, settings: Settings
+) -> None:
     store = AlertStore(client, settings.index_prefix)
     store.install()
     store.install()  # idempotent

@@ -91,22 +91,30 @@ def test_list_filters_and_counts(api: TestClient, seeded: dict) -> None:
     assert body["total"] == 3
     assert body["counts"]["severity"] == {"high": 1, "critical": 1, "low": 1}
     assert body["counts"]["tactic"] == {"Discovery": 3}
-    high = api.get("/api/v1/alerts", headers=auth(seeded["admin"]), params={"severity": ["high", "critical"]})
+    high = api.get(
+        "/api/v1/alerts", headers=auth(seeded["admin"]), params={"severity": ["high", "critical"]}
+    )
     assert high.json()["total"] == 2
     bad = api.get("/api/v1/alerts", headers=auth(seeded["admin"]), params={"severity": "extreme"})
     assert bad.status_code == 422
 
 
-def test_department_analyst_cannot_see_or_touch_other_departments(api: TestClient, seeded: dict) -> None:
+def test_department_analyst_cannot_see_or_touch_other_departments(
+    api: TestClient, seeded: dict
+) -> None:
     finance = auth(seeded["fin"])
     body = api.get("/api/v1/alerts", headers=finance).json()
     assert body["total"] == 2
     assert set(body["counts"]["department"]) == {"finance"}
     assert api.get(f"/api/v1/alerts/{seeded['energy']}", headers=finance).status_code == 404
-    change = api.patch(f"/api/v1/alerts/{seeded['energy']}", headers=finance, json={"status": "acknowledged"})
+    change = api.patch(
+        f"/api/v1/alerts/{seeded['energy']}", headers=finance, json={"status": "acknowledged"}
+    )
     assert change.status_code == 404
     bulk = api.post(
-        "/api/v1/alerts/bulk", headers=finance, json={"ids": [seeded["energy"]], "status": "acknowledged"}
+        "/api/v1/alerts/bulk",
+        headers=finance,
+        json={"ids": [seeded["energy"]], "status": "acknowledged"},
     ).json()
     assert bulk == {"updated": 0, "results": {seeded["energy"]: "not_found"}}
     untouched = api.get(f"/api/v1/alerts/{seeded['energy']}", headers=auth(seeded["admin"])).json()
@@ -116,13 +124,17 @@ def test_department_analyst_cannot_see_or_touch_other_departments(api: TestClien
 def test_triage_lifecycle_with_history(api: TestClient, seeded: dict) -> None:
     finance = auth(seeded["fin"])
     url = f"/api/v1/alerts/{seeded['finance']}"
-    acknowledged = api.patch(url, headers=finance, json={"status": "acknowledged", "assignee": "fin"}).json()
+    acknowledged = api.patch(
+        url, headers=finance, json={"status": "acknowledged", "assignee": "fin"}
+    ).json()
     assert acknowledged["alert"]["status"] == "acknowledged"
     assert acknowledged["alert"]["acknowledged_at"]
     refused = api.patch(url, headers=finance, json={"status": "closed"})
     assert refused.status_code == 422  # closing needs a resolution
     closed = api.patch(
-        url, headers=finance, json={"status": "closed", "resolution": "true_positive", "comment": "blocked"}
+        url,
+        headers=finance,
+        json={"status": "closed", "resolution": "true_positive", "comment": "blocked"},
     ).json()
     assert closed["alert"]["resolution"] == "true_positive"
     history = closed["alert"]["history"]
@@ -141,18 +153,28 @@ def test_bulk_acknowledge_and_evidence(api: TestClient, seeded: dict) -> None:
     assert result["updated"] == 2
     assert result["results"]["missing"] == "not_found"
     evidence = api.get(f"/api/v1/alerts/{seeded['finance']}/evidence", headers=admin).json()
-    assert sorted(e["message"] for e in evidence["events"]) == ["evidence 0", "evidence 1", "evidence 2"]
+    assert sorted(e["message"] for e in evidence["events"]) == [
+        "evidence 0",
+        "evidence 1",
+        "evidence 2",
+    ]
 
 
-def test_every_call_is_audited_and_only_administrators_read_it(api: TestClient, seeded: dict) -> None:
+def test_every_call_is_audited_and_only_administrators_read_it(
+    api: TestClient, seeded: dict
+) -> None:
     finance = auth(seeded["fin"])
-    api.patch(f"/api/v1/alerts/{seeded['finance']}", headers=finance, json={"status": "acknowledged"})
+    api.patch(
+        f"/api/v1/alerts/{seeded['finance']}", headers=finance, json={"status": "acknowledged"}
+    )
     api.get(f"/api/v1/alerts/{seeded['energy']}", headers=finance)  # 404: another department's
     api.get("/api/v1/alerts", headers={"Authorization": "Bearer lf_bad_key"})  # 401
     assert api.get("/api/v1/audit", headers=finance).status_code == 403
     api.app.state.services.audit.flush_now()
     api.app.state.services.client.indices.refresh(index=api.app.state.services.audit.pattern)
-    records = api.get("/api/v1/audit", headers=auth(seeded["admin"]), params={"size": 1000}).json()["records"]
+    records = api.get("/api/v1/audit", headers=auth(seeded["admin"]), params={"size": 1000}).json()[
+        "records"
+    ]
     by_action = {(r["event"]["action"], r["http"]["response"]["status_code"]) for r in records}
     assert ("PATCH /api/v1/alerts/{alert_id}", 200) in by_action
     assert ("GET /api/v1/alerts/{alert_id}", 404) in by_action
