@@ -13,7 +13,18 @@ from api.dashboard import mount_dashboard
 from api.dependencies import AppServices
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.http_hardening import install_body_limit, install_response_hardening
-from api.routes import alerts, audit, disclosures, events, health, incidents, situation, taxii
+from api.routes import (
+    alerts,
+    audit,
+    collectors,
+    disclosures,
+    events,
+    health,
+    incidents,
+    ingest,
+    situation,
+    taxii,
+)
 from detection.alerts import AlertStore
 from lianfang.collection_health import DeadLetterCounter
 from lianfang.dead_letter import DeadLetterFile
@@ -72,11 +83,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(incidents.router)
     app.include_router(disclosures.router)
     app.include_router(situation.router)
+    app.include_router(ingest.router)
+    app.include_router(collectors.router)
     taxii.mount(app)  # /taxii2/: a sub-application with TAXII's own media type and errors
     mount_dashboard(app)  # last: the page at / must not shadow any API route
     # Inner to outer: the body limit (inside the audit, so refusals are audited), the audit,
     # then security headers and CORS around everything.
-    install_body_limit(app, settings.api_max_body_bytes, exempt_prefixes=[taxii.MOUNT_PATH])
+    # Exempt: TAXII and ingest enforce their own limits (max_content_length, api_ingest_max_bytes).
+    install_body_limit(
+        app, settings.api_max_body_bytes, exempt_prefixes=[taxii.MOUNT_PATH, ingest.PATH]
+    )
     install_audit_middleware(app)
     install_response_hardening(app, settings.api_cors_origins)
     return app

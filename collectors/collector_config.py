@@ -202,7 +202,8 @@ def load_collector_config(path: Path) -> CollectorConfig:
         config = CollectorConfig.model_validate(table)
     except ValidationError as error:
         reasons = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'collector'}: {item['msg']}"
+            f"{'.'.join(str(part) for part in item['loc']) or 'collector'}: "
+            f"{item['msg'].removeprefix('Value error, ')}"
             for item in error.errors()
         )
         raise CollectorConfigError(path, reasons) from error
@@ -236,7 +237,8 @@ def settings_from_file(path: Path, **overrides: Any) -> Settings:
         return FileSettings(**overrides)
     except ValidationError as error:
         reasons = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            f"{'.'.join(str(part) for part in item['loc'])}: "
+            f"{item['msg'].removeprefix('Value error, ')}"
             for item in error.errors()
         )
         raise CollectorConfigError(path, reasons) from error

@@ -209,6 +209,12 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     # Origins allowed to call the API from a browser (CORS); empty: same-origin only.
     api_cors_origins: list[str] = Field(default_factory=list)
+    # POST /api/v1/ingest (api/routes/ingest.py): largest body (413 above; it replaces
+    # api_max_body_bytes there), most records in one batch (413 above), and records per
+    # minute per principal (429 above; 0: no limit).
+    api_ingest_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    api_ingest_max_records: int = Field(default=50_000, ge=1)
+    api_ingest_records_per_minute: int = Field(default=600_000, ge=0)
     # Joint incidents: where assignment and escalation notifications are POSTed.
     webhook_urls: list[str] = Field(default_factory=list)
     # TAXII 2.1 server (sharing/taxii_collections.py): server, API root, limits and collections;
