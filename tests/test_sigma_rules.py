@@ -594,3 +594,23 @@ detection:
     for param in ("param1", "param2", "param3"):
         assert f"winlog.event_data.{param}:" in query
     assert "winlog.event_data.Data" not in query
+
+
+def test_sysmon_hashes_become_lower_case_hash_terms(tmp_path: Path) -> None:
+    """`Hashes|contains: 'MD5=...'` is an exact lower-case term on the ECS hash field."""
+    rule = """
+title: Known Driver
+id: 0d0b4e2a-0000-4000-8000-000000000012
+level: high
+logsource: {product: windows, category: driver_load}
+detection:
+    selection:
+        Hashes|contains:
+            - 'MD5=C996D7971C49252C582171D9380360F2'
+            - 'IMPHASH=ABCDEF0123456789ABCDEF0123456789'
+    condition: selection
+"""
+    query = converted_by_title(write_rules(tmp_path / "r", hashes=rule))["Known Driver"].query
+    assert "file.hash.md5:c996d7971c49252c582171d9380360f2" in query
+    assert "file.pe.imphash:abcdef0123456789abcdef0123456789" in query
+    assert "Hashes" not in query

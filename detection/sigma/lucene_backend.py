@@ -41,6 +41,8 @@ from sigma.types import (
     SpecialChars,
 )
 
+from detection.sigma.pipelines import LOWER_CASE_FIELDS
+
 KEYWORD_FIELD = "message.keyword"
 # Elasticsearch's default `index.max_regex_length`: longer regexes are refused per query.
 MAX_REGEX_LENGTH = 1000
@@ -385,12 +387,34 @@ class CaseInsensitiveLuceneBackend(LuceneBackend):
     """The Elasticsearch Lucene backend with Sigma's case-insensitive string semantics."""
 
     name: ClassVar[str] = "Elasticsearch Lucene, case-insensitive (Lianfang)"
+    # Fields whose stored values are lower case (hashes): lower-cased plain terms suffice.
+    lower_case_fields: ClassVar[frozenset[str]] = LOWER_CASE_FIELDS
+
+    def _lower_case_terms(self, field_name: str, values: list[SigmaString]) -> str:
+        terms = [
+            LuceneBackend.convert_value_str(
+                self, SigmaString(str(value).lower()), ConversionState()
+            )
+            for value in values
+        ]
+        joined = terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
+        return f"{self.escape_and_quote_field(field_name)}{self.eq_token}{joined}"
+
+    def convert_condition_field_eq_val_str(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> Any:
+        """A string comparison; on a lower-case field, a plain lower-case term."""
+        if cond.field in self.lower_case_fields and isinstance(cond.value, SigmaString):
+            return self._lower_case_terms(cond.field, [cond.value])
+        return super().convert_condition_field_eq_val_str(cond, state)
 
     def convert_value_str(self, s: SigmaString, state: ConversionState) -> str:
         """Plain values stay terms; values with letters become case-insensitive regexes."""
-        if any(isinstance(item, Placeholder) for item in s.s):
+        placeholders = [item.name for item in s.s if isinstance(item, Placeholder)]
+        if placeholders:
             raise SigmaFeatureNotSupportedByBackendError(
-                f"unresolved placeholder in {s.original!r} (the `expand` modifier needs a value list)"
+                f"unresolved placeholder %{placeholders[0]}% (the `expand` modifier needs a "
+                "value list for it)"
             )
         if not has_cased_letter(str(s)):
             return super().convert_value_str(s, state)
@@ -403,6 +427,14 @@ class CaseInsensitiveLuceneBackend(LuceneBackend):
         values = [
             arg.value for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)
         ]
+        strings = [value for value in values if isinstance(value, SigmaString)]
+        first_field = getattr(cond.args[0], "field", None)
+        if (
+            isinstance(cond, ConditionOR)
+            and len(strings) == len(cond.args)
+            and first_field in self.lower_case_fields
+        ):
+            return self._lower_case_terms(str(first_field), strings)
         if (
             isinstance(cond, ConditionOR)
             and len(values) == len(cond.args)

@@ -17,7 +17,10 @@ Windows rules (product `windows`, any service or category) get, in priority orde
    Sigma's `User`, which rules match as Windows writes it (`User|contains: 'AUTHORI'` for
    `NT AUTHORITY\\SYSTEM`) while ECS splits it into user.domain and user.name. Sigma's
    `Data` (the text of unnamed <Data> elements) is matched on `param1`..`param3`, the
-   names Winlogbeat and our windows format give those elements;
+   names Winlogbeat and our windows format give those elements. Sysmon's `Hashes`
+   (`Hashes|contains: 'IMPHASH=...'`) is split into the lower-case ECS hash fields our
+   format fills (process.hash.*, file.hash.*, *.pe.imphash), matched as exact terms:
+   SigmaHQ's driver rules list thousands of hashes, which as regexes took 20 s a run;
 4. pySigma-backend-elasticsearch's `ecs_windows` (Winlogbeat >= 7 field names);
 5. `lianfang_fields`: the two differences between Elastic's index mappings and ours. Elastic
    adds lower-cased `.caseless` sub-fields; we have none and match case-insensitively in the
@@ -70,6 +73,7 @@ from sigma.processing.transformations import (
     AddConditionTransformation,
     AddFieldnamePrefixTransformation,
     FieldMappingTransformation,
+    HashesFieldsDetectionItemTransformation,
 )
 from sigma.rule import SigmaLogSource
 
@@ -89,6 +93,23 @@ WINDOWS_IP_FIELDS = (
 # Sigma's `Data` is the text of unnamed <Data> elements (classic PowerShell 400/600/800,
 # application logs), which Winlogbeat and our windows format name param1, param2, ...
 CLASSIC_DATA_FIELDS = [f"winlog.event_data.param{index}" for index in (1, 2, 3)]
+# Sysmon's `Hashes` ("SHA1=...,MD5=...,IMPHASH=...") is split by our windows format into
+# lower-case ECS hash fields: the process's for process creation, the file's otherwise.
+HASH_FIELDS = {
+    "process": {
+        "MD5": "process.hash.md5",
+        "SHA1": "process.hash.sha1",
+        "SHA256": "process.hash.sha256",
+        "IMPHASH": "process.pe.imphash",
+    },
+    "file": {
+        "MD5": "file.hash.md5",
+        "SHA1": "file.hash.sha1",
+        "SHA256": "file.hash.sha256",
+        "IMPHASH": "file.pe.imphash",
+    },
+}
+LOWER_CASE_FIELDS = frozenset([*HASH_FIELDS["process"].values(), *HASH_FIELDS["file"].values()])
 # ecs_windows targets Elastic's lower-cased sub-fields; our index has the plain fields.
 CASELESS_FIELDS = {
     "process.executable.caseless": "process.executable",
@@ -192,6 +213,26 @@ def raw_event_data_pipeline() -> ProcessingPipeline:
         name="Lianfang: raw event data for IP patterns, placeholders and accounts",
         priority=15,
         items=[
+            ProcessingItem(
+                identifier="lianfang_hashes",
+                transformation=HashesFieldsDetectionItemTransformation(
+                    valid_hash_algos=list(HASH_FIELDS["file"])
+                ),
+                field_name_conditions=[IncludeFieldCondition(fields=["Hashes", "Hash"])],
+                rule_conditions=[LogsourceCondition(product="windows")],
+            ),
+            ProcessingItem(
+                identifier="lianfang_process_hashes",
+                transformation=FieldMappingTransformation(HASH_FIELDS["process"]),
+                rule_conditions=[
+                    LogsourceCondition(product="windows", category="process_creation")
+                ],
+            ),
+            ProcessingItem(
+                identifier="lianfang_file_hashes",
+                transformation=FieldMappingTransformation(HASH_FIELDS["file"]),
+                rule_conditions=[LogsourceCondition(product="windows")],
+            ),
             ProcessingItem(
                 identifier="lianfang_raw_user",
                 transformation=FieldMappingTransformation(
