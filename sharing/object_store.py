@@ -8,9 +8,11 @@ latest version of each object. With the flags, `match[version]=first|last` is a 
 filter, and every page is one `search_after` query on the index sort (date added,
 sequence, key): its cost does not grow with the collection.
 
-Writes are serialised by a lock and end with a refresh (the index does not refresh on its
-own), so a writer always sees the flags of every earlier write and readers never see a
-half-applied batch. This assumes one server process writes the index.
+The index never refreshes on its own; refreshes happen under the write lock, so readers
+never see a half-applied batch. A write refreshes first only when it touches an object
+written since the last refresh (its flags must be read back); a read refreshes first when
+anything was written since. Batches of new objects therefore cost no refresh at all. This
+assumes one server process writes the index.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ OBJECT_FIELDS = {
 SORT = [{"date_added_us": "asc"}, {"seq": "asc"}, {"key": "asc"}]
 UNMARKED = "none"
 MAX_VERSIONS_PER_OBJECT = 10_000
+MAX_UNREFRESHED = 200_000
 
 
 def document_key(collection: str, object_id: str, version_key: str | None) -> str:
@@ -176,6 +179,8 @@ class TaxiiObjectStore:
         self.client = client
         self.index = f"{prefix}-taxii-objects"
         self._write_lock = threading.Lock()
+        # Objects written since the last refresh, per collection (what search cannot see yet).
+        self._unrefreshed: set[tuple[str, str]] = set()
         self._dirty = False
 
     def install(self) -> None:
@@ -209,7 +214,9 @@ class TaxiiObjectStore:
         if not versions:
             return []
         with self._write_lock:
-            self._refresh_if_dirty()
+            touched = {(collection, item.object_id) for item in versions}
+            if touched & self._unrefreshed or len(self._unrefreshed) > MAX_UNREFRESHED:
+                self._refresh()
             fixed_key = _date_key(date_added_us)
             flags = self._flags(collection, versions)
             body: list[bytes] = []
@@ -245,8 +252,8 @@ class TaxiiObjectStore:
                 body.append(orjson.dumps({"update": {"_index": self.index, "_id": key}}))
                 body.append(orjson.dumps({"doc": changes}))
             self._dirty = True
-            response = self.client.bulk(operations=b"\n".join(body) + b"\n", refresh=True)
-            self._dirty = False
+            self._unrefreshed |= touched
+            response = self.client.bulk(operations=b"\n".join(body) + b"\n")
             outcomes, conflicts, broken = self._outcomes(
                 versions, response["items"], _format_key(fixed_key)
             )
@@ -340,7 +347,7 @@ class TaxiiObjectStore:
         ids = sorted(set(object_ids))
         if not ids:
             return
-        self.client.indices.refresh(index=self.index)
+        self._refresh()
         response = self.client.search(
             index=self.index,
             query={
@@ -352,7 +359,14 @@ class TaxiiObjectStore:
                 }
             },
             size=MAX_VERSIONS_PER_OBJECT,
-            source_includes=["object_id", "version_key", "key", "is_first", "is_last"],
+            source_includes=[
+                "collection",
+                "object_id",
+                "version_key",
+                "key",
+                "is_first",
+                "is_last",
+            ],
             track_total_hits=False,
         )
         self._apply_flags([hit["_source"] for hit in response["hits"]["hits"]], deleted=())
@@ -360,7 +374,8 @@ class TaxiiObjectStore:
     def delete(self, query: ObjectQuery) -> int:
         """Delete the matching versions, re-flag the remaining ones; how many were deleted."""
         with self._write_lock:
-            self._refresh_if_dirty()
+            if self._dirty:
+                self._refresh()
             matched = self._all_hits(query.clauses())
             if not matched:
                 return 0
@@ -370,9 +385,7 @@ class TaxiiObjectStore:
                     {"terms": {"object_id": sorted({hit["object_id"] for hit in matched})}},
                 ]
             )
-            self._dirty = True
             self._apply_flags(everything, deleted={hit["key"] for hit in matched})
-            self._dirty = False
             return len(matched)
 
     def _apply_flags(self, documents: list[dict[str, Any]], deleted: Iterable[str]) -> None:
@@ -398,22 +411,39 @@ class TaxiiObjectStore:
                     )
                     body.append(orjson.dumps({"doc": wanted}))
         if body:
-            self.client.bulk(operations=b"\n".join(body) + b"\n", refresh=True)
+            self._dirty = True
+            self._unrefreshed |= {(d["collection"], d["object_id"]) for d in documents}
+            self.client.bulk(operations=b"\n".join(body) + b"\n")
 
     def _all_hits(self, clauses: list[dict[str, Any]]) -> list[dict[str, Any]]:
         response = self.client.search(
             index=self.index,
             query={"bool": {"filter": clauses}},
             size=MAX_VERSIONS_PER_OBJECT,
-            source_includes=["object_id", "version_key", "key", "is_first", "is_last"],
+            source_includes=[
+                "collection",
+                "object_id",
+                "version_key",
+                "key",
+                "is_first",
+                "is_last",
+            ],
             track_total_hits=False,
         )
         return [hit["_source"] for hit in response["hits"]["hits"]]
 
-    def _refresh_if_dirty(self) -> None:
+    def _refresh(self) -> None:
+        """Make every write searchable (the caller holds the write lock)."""
+        self.client.indices.refresh(index=self.index)
+        self._dirty = False
+        self._unrefreshed.clear()
+
+    def refresh_for_reading(self) -> None:
+        """Refresh before a search if anything was written since the last refresh."""
         if self._dirty:
-            self.client.indices.refresh(index=self.index)
-            self._dirty = False
+            with self._write_lock:
+                if self._dirty:
+                    self._refresh()
 
     # ---------------------------------------------------------------- reads
 
@@ -425,6 +455,7 @@ class TaxiiObjectStore:
         with_objects: bool = False,
     ) -> tuple[list[StoredVersion], bool]:
         """One page in date-added order after `after`, and whether more follow."""
+        self.refresh_for_reading()
         fields = [*METADATA_FIELDS, "object"] if with_objects else METADATA_FIELDS
         body: dict[str, Any] = {
             "query": {"bool": {"filter": query.clauses()}},
@@ -451,20 +482,6 @@ class TaxiiObjectStore:
             for source in (hit["_source"] for hit in hits[:limit])
         ]
         return versions, len(hits) > limit
-
-    def exists(self, collection: str, object_id: str, hide_red: bool) -> bool:
-        """Does the collection hold any version of the object this reader may see?"""
-        query = ObjectQuery(
-            collection, object_ids=(object_id,), versions=ALL_VERSIONS, hide_red=hide_red
-        )
-        response = self.client.search(
-            index=self.index,
-            query={"bool": {"filter": query.clauses()}},
-            size=1,
-            _source=False,
-            track_total_hits=False,
-        )
-        return bool(response["hits"]["hits"])
 
 
 @dataclass
