@@ -11,9 +11,9 @@ The searches:
 - `events`: volume over time by sector and department, totals per sector and department;
 - `hostile`: events that look like attacks (denied, IDS alerts, failed logins, threat
   intelligence matches): top attacked assets, top attacking sources, hits on critical assets;
-- `collection`: per source (`event.dataset`) and department: rate, latest `event.ingested`,
-  mean delay between event time and ingestion; the day before the range is read too, so a
-  source that fell silent shows up with zero events instead of disappearing;
+- `collection`: per source (`event.dataset`) and department: rate and latest
+  `event.ingested`; a look-back before the range is read too, so a source that fell silent
+  shows up with zero events instead of disappearing;
 - `alerts`: alerts active in the range: severity, status, new alerts over time, ATT&CK
   tactics and techniques, attacking sources, open alerts per sector for the threat level;
 - `incidents`, `overdue_tasks`: open incidents, SLA breaches, tasks past their due time;
@@ -87,6 +87,8 @@ DATASETS_CAP = 50
 TECHNIQUES_CAP = 200
 TACTICS_CAP = 20
 OVERDUE_SCAN_CAP = 200
+# Sources that sent in the look-back before the range and nothing in it are listed as silent;
+# it is as long as the range, at most a day (each aggregation reads every event it covers).
 COLLECTION_LOOKBACK = timedelta(days=1)
 # A source is silent when nothing arrived for this long, or for ten of its usual gaps.
 SILENT_AFTER_SECONDS = 900.0
@@ -356,13 +358,11 @@ def _hostile_search(request: SituationRequest, index: str) -> ScopedSearch:
 
 
 def _collection_search(request: SituationRequest, index: str) -> ScopedSearch:
-    since = request.start - COLLECTION_LOOKBACK
+    since = max(EARLIEST, request.start - min(COLLECTION_LOOKBACK, request.end - request.start))
     query = {"bool": {"filter": [_range("@timestamp", since, request.end), *_filters(request)]}}
     per_source = {
         "in_range": {"filter": _range("@timestamp", request.start, request.end)},
         "latest_ingested": {"max": {"field": "event.ingested"}},
-        "mean_ingested": {"avg": {"field": "event.ingested"}},
-        "mean_timestamp": {"avg": {"field": "@timestamp"}},
     }
     return ScopedSearch(
         index,
@@ -835,8 +835,6 @@ def _sources(response: Mapping[str, Any] | None, request: SituationRequest) -> l
         for department in _buckets(dataset.get("departments")):
             events = int((department.get("in_range") or {}).get("doc_count", 0))
             latest = (department.get("latest_ingested") or {}).get("value")
-            mean_ingested = (department.get("mean_ingested") or {}).get("value")
-            mean_timestamp = (department.get("mean_timestamp") or {}).get("value")
             lag = (
                 round(max(0.0, request.now.timestamp() - latest / 1000), 3)
                 if latest is not None
@@ -852,9 +850,6 @@ def _sources(response: Mapping[str, Any] | None, request: SituationRequest) -> l
                     events_per_minute=round(rate, 3),
                     latest_ingested=_time(latest) if latest is not None else None,
                     lag_seconds=lag,
-                    mean_delay_seconds=round((mean_ingested - mean_timestamp) / 1000, 3)
-                    if mean_ingested is not None and mean_timestamp is not None
-                    else None,
                     silent=events == 0
                     or lag is None
                     or lag > max(SILENT_AFTER_SECONDS, 10 * usual_gap),

@@ -160,7 +160,6 @@ class SourceHealth(BaseModel):
     events_per_minute: float
     latest_ingested: str | None
     lag_seconds: float | None
-    mean_delay_seconds: float | None
     silent: bool
 
 
