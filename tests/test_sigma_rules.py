@@ -614,3 +614,26 @@ detection:
     assert "file.hash.md5:c996d7971c49252c582171d9380360f2" in query
     assert "file.pe.imphash:abcdef0123456789abcdef0123456789" in query
     assert "Hashes" not in query
+
+
+def test_values_ending_in_a_backslash_and_emoji_lists_are_valid_queries(
+    sigma_settings: Settings, store: EventStore, client: Elasticsearch, tmp_path: Path
+) -> None:
+    """A trailing backslash and 4-byte characters give queries Elasticsearch accepts."""
+    rule = """
+title: Trailing Backslash
+id: 0d0b4e2a-0000-4000-8000-000000000013
+level: low
+logsource: {{product: windows, category: process_creation}}
+detection:
+    selection:
+        Image|startswith: 'C:\\\\Tools\\\\'
+    emoji:
+        CommandLine|contains: ['{}']
+    condition: selection or emoji
+""".format("', '".join(chr(0x1F400 + index) for index in range(200)))
+    ingest_events(sigma_settings, store, EVENTS)
+    converted = converted_by_title(write_rules(tmp_path / "r", tail=rule))["Trailing Backslash"]
+    report = RunReport()
+    SigmaRunner(client, store.names).search([converted], report=report)
+    assert report.failures == []

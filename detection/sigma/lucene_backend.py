@@ -72,6 +72,10 @@ class UnsupportedRegex(SigmaFeatureNotSupportedByBackendError):
 
 def literal_char(char: str, ignore_case: bool) -> str:
     """One literal character as a Lucene regex atom."""
+    if char == "\\":
+        # `\\` right before the closing `/` reads as an escaped delimiter to the query_string
+        # parser (`\\/`), so a backslash is always written as the class `[\\]`.
+        return "[\\\\]"
     if ignore_case:
         lower, upper = char.lower(), char.upper()
         if lower != upper and len(lower) == 1 and len(upper) == 1:
@@ -331,11 +335,17 @@ def _class_char(char: str) -> str:
     return char
 
 
+def java_length(text: str) -> int:
+    """The length Elasticsearch (Java) sees: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def checked_length(regex: str, original: str) -> str:
     """The regex, or an unsupported-feature error when Elasticsearch would refuse its length."""
-    if len(regex) > MAX_REGEX_LENGTH - 8:  # room for an alternation's parentheses and .*
+    # Elasticsearch measures Java string length: UTF-16 code units (an emoji counts twice).
+    if java_length(regex) > MAX_REGEX_LENGTH - 8:  # room for an alternation's parentheses
         raise SigmaFeatureNotSupportedByBackendError(
-            f"value {original[:60]!r}... gives a {len(regex)}-character case-insensitive regex, "
+            f"value {original[:60]!r}... gives a {java_length(regex)}-character case-insensitive regex, "
             f"over Elasticsearch's index.max_regex_length ({MAX_REGEX_LENGTH})"
         )
     return regex
@@ -374,7 +384,7 @@ def alternation_chunks(regexes: list[str], limit: int = MAX_REGEX_LENGTH) -> lis
     for regex in regexes:
         piece = f"({regex})"
         candidate = f"{current}|{piece}" if current else piece
-        if current and len(candidate) > limit:
+        if current and java_length(candidate) > limit:
             chunks.append(current)
             candidate = piece
         current = candidate
