@@ -428,8 +428,18 @@ class DiskSpool:
         number = self._write_segment + 1
         self._writer = (self.directory / _segment_name(number)).open("ab")
         with self._state:
+            old = self._write_segment
             self._segment_ends[number] = 0
             self._write_segment = number
+            if self._acked == SpoolPosition(old, self._segment_ends[old]):
+                # Everything in the old segment was acknowledged before this roll (a sender
+                # that keeps up): move on as `ack` does for a segment that is not the last,
+                # or the next batch, at (number, 0), would not follow the acknowledged one.
+                self._acked = SpoolPosition(number, 0)
+                self._read_cursor = max(self._read_cursor, self._acked)
+                del self._segment_ends[old]
+                self._deletable.append(old)
+                self._unsynced = True
 
     # ------------------------------------------------------------------ reading
 
