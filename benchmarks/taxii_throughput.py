@@ -298,7 +298,7 @@ def main() -> None:
     parser.add_argument(
         "--get-bundles", type=int, default=3, help="thousands of objects in the GET collection"
     )
-    parser.add_argument("--clients", type=int, default=1, help="concurrent clients")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent clients")
     parser.add_argument("--passes", type=int, default=2, help="full GET passes per client")
     parser.add_argument(
         "--servers", default="lianfang,medallion", help="which servers to measure, comma-separated"
