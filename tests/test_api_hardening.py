@@ -225,6 +225,7 @@ BAD_INPUT = [
     ("GET", "/api/v1/alerts", {"end": "9999-12-31T23:59:59-05:00"}, None),
     ("GET", "/api/v1/alerts", {"cursor": encode_cursor(["x", "y"])}, None),
     ("GET", "/api/v1/audit", {"cursor": encode_cursor([{}, 1])}, None),
+    ("GET", "/api/v1/disclosures", {"start": "0001-01-01T00:00:00+05:00"}, None),
     (
         "GET",
         "/api/v1/situation",

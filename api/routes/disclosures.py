@@ -6,10 +6,10 @@ from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from api.authentication import require_roles
 from api.dependencies import AppServices, services
+from api.parameters import Moment
 from lianfang.event_search import InvalidQuery
 from lianfang.principals import Principal, Role
 from sharing.disclosure_audit import DisclosureAudit, DisclosureQuery, InvalidCursor
@@ -28,8 +28,8 @@ def list_disclosures(
     tlp: Annotated[
         str | None, Query(pattern="^(clear|green|amber|amber\\+strict|red|none)$")
     ] = None,
-    start: Annotated[AwareDatetime | None, Query(description="inclusive, ISO-8601")] = None,
-    end: Annotated[AwareDatetime | None, Query(description="exclusive, ISO-8601")] = None,
+    start: Annotated[Moment | None, Query(description="inclusive, ISO-8601")] = None,
+    end: Annotated[Moment | None, Query(description="exclusive, ISO-8601")] = None,
     size: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
 ) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def list_disclosures(
         tlp=tlp,
         start=start.astimezone(UTC) if start else None,
         end=end.astimezone(UTC) if end else None,
-        size=size,
+        size=min(size, app.settings.api_page_cap),
         cursor=cursor,
     )
     try:
