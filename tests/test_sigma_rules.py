@@ -637,3 +637,24 @@ detection:
     report = RunReport()
     SigmaRunner(client, store.names).search([converted], report=report)
     assert report.failures == []
+
+
+def test_index_plan_requirements_are_conjunctive_only(rules_dir: Path) -> None:
+    """Gates come from AND-ed conditions; an index lacking them is skipped, others kept."""
+    from detection.sigma.query_plan import index_accepts
+
+    rules = converted_by_title(rules_dir)
+    logon = rules["Network Logon With Explicit Account"]
+    gate = {name: frozenset(values) for name, values in logon.gate.items()}
+    clauses = [frozenset(clause) for clause in logon.required_fields]
+    assert gate == {"event.code": frozenset({"4624"}), "winlog.channel": frozenset({"security"})}
+    always = {"event.code", "winlog.channel"}
+    fields = always | {"winlog.event_data.LogonType", "winlog.event_data.IpAddress"}
+    assert index_accepts(gate, clauses, {("4624", "security")}, fields)
+    assert not index_accepts(gate, clauses, {("4625", "security")}, fields)
+    without_ip = always | {"winlog.event_data.LogonType"}
+    assert not index_accepts(gate, clauses, {("4624", "security")}, without_ip)
+    # `by_command or by_absent_field`: neither field alone is required, one of them is.
+    either = rules["Either Field"].required_fields
+    assert any(set(clause) >= {"process.command_line.keyword"} for clause in either)
+    assert not index_accepts({}, [frozenset(c) for c in either], set(), {"host.name"})

@@ -151,8 +151,6 @@ class IndexContent:
     fields: set[str]
 
 
-_PLAN_RULE = ConvertedRule(id="", title="", level=None, severity="low", query="*")
-
 TechniqueLookup = Callable[[str], AttackTechnique | None]
 
 
@@ -165,6 +163,18 @@ def catalogue_lookup() -> TechniqueLookup:
     except AttackCatalogueError:
         return lambda technique_id: None
     return catalogue.find
+
+
+def window_filter(start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+    """The @timestamp range clause of [start, end), or nothing for an open window."""
+    if start is None and end is None:
+        return []
+    bounds: dict[str, str] = {}
+    if start is not None:
+        bounds["gte"] = start.astimezone(UTC).isoformat()
+    if end is not None:
+        bounds["lt"] = end.astimezone(UTC).isoformat()
+    return [{"range": {"@timestamp": bounds}}]
 
 
 def rule_search_body(
@@ -184,13 +194,7 @@ def rule_search_body(
             }
         }
     ]
-    if start is not None or end is not None:
-        bounds: dict[str, str] = {}
-        if start is not None:
-            bounds["gte"] = start.astimezone(UTC).isoformat()
-        if end is not None:
-            bounds["lt"] = end.astimezone(UTC).isoformat()
-        clauses.append({"range": {"@timestamp": bounds}})
+    clauses.extend(window_filter(start, end))
     wanted = list(dict.fromkeys([*BASE_SOURCE_FIELDS, *(_stored_name(f) for f in rule.fields)]))
     body: dict[str, Any] = {
         "size": size,
@@ -308,7 +312,7 @@ class SigmaRunner:
         """Per index with events in the window: its (code, channel) pairs and mapped fields."""
         pairs: dict[str, set[tuple[str, str]]] = {}
         after: dict[str, Any] | None = None
-        window = rule_search_body(_PLAN_RULE, start, end)["query"]["bool"]["filter"][1:]
+        window = window_filter(start, end)
         while True:
             composite: dict[str, Any] = {
                 "size": 2000,
