@@ -268,6 +268,28 @@ def test_udp_tcp_and_tls_messages_are_indexed_exactly_once_with_departments_and_
     assert "binary junk" in dead[0]["input"]
 
 
+def test_tcp_reading_pauses_and_resumes_with_a_small_spool_and_loses_nothing(
+    settings: Settings, client: Elasticsearch, store: EventStore
+) -> None:
+    small = settings.model_copy(update={"spool_max_bytes": 150_000, "bulk_max_documents": 250})
+    listeners = [SyslogListenerConfig(name="tcp", transport="tcp", port=0, format="syslog")]
+    collector = Collector(small, SyslogServer(small, listeners, peers={"127.0.0.1/32": FINANCE}))
+    count = 4000
+    try:
+        with socket.create_connection(collector.address("tcp")) as sender:
+            for start in range(0, count, 500):
+                batch = [message("steady", n, " " + "p" * 300) for n in range(start, start + 500)]
+                sender.sendall(b"\n".join(batch) + b"\n")
+        wait_for(lambda: collector.runtime.snapshot().totals["indexed"] >= count, 120, "all")
+    finally:
+        snapshot = collector.stop()
+    assert snapshot.spool["full_waits"] >= 1  # the spool was full at times: reading paused
+    (tcp,) = snapshot.inputs
+    assert (tcp.read, tcp.spooled, tcp.indexed, tcp.dropped) == (count, count, count, 0)
+    found = Counter(MARKER.match(d["message"]).group() for d in all_documents(client, store))
+    assert found == Counter(f"steady message {n}" for n in range(count))
+
+
 @pytest.fixture
 def no_threads_left() -> Iterator[None]:
     """The server's loop and worker threads end with it."""
@@ -297,6 +319,7 @@ def accounted(counters: InputCounters) -> None:
     assert details["received"] == counters.read + details["dropped_queue_full"]
     assert counters.read == counters.parsed + counters.skipped + counters.failed
     assert counters.parsed == counters.spooled + details["dropped_spool_full"]
+    assert details["dropped_on_error"] == 0
     assert counters.dropped == details["dropped_queue_full"] + details["dropped_spool_full"]
 
 

@@ -16,6 +16,8 @@ same BulkWriter as collected files, and appear in the same status counters.
   `max_message_bytes` is cut to that size, counted (`truncated`) and its event tagged
   `message_truncated`. Unframeable TCP input (a broken octet count) closes the connection
   (`framing_errors`); bytes that frame but do not parse are dead-lettered like any line.
+  A last message without its newline is taken when the sender closes its side; one cut
+  off by a reset or by the server's own close is not a message (`incomplete_at_close`).
 - **Origin and department.** An event's origin is `syslog:<transport>:<peer ip>` with a
   per-server sequence as its offset (starting at the start time in nanoseconds, so a
   restarted server never reuses one: event ids hash origin and message). The department
@@ -181,6 +183,7 @@ class _Listener:
         self.received = 0
         self.truncated = 0
         self.dropped_queue_full = 0
+        self.dropped_on_error = 0
         self.connections_total = 0
         self.refused_connections = 0
         self.framing_errors = 0
@@ -240,14 +243,15 @@ class _Listener:
         batch, self.pending, self.pending_bytes = self.pending, [], 0
         self.in_flight += 1
         future = self.loop.run_in_executor(self.executor, self.spool_batch, batch)
-        future.add_done_callback(self._batch_done)
+        future.add_done_callback(lambda done: self._batch_done(done, len(batch)))
         return True
 
-    def _batch_done(self, future: asyncio.Future[None]) -> None:
+    def _batch_done(self, future: asyncio.Future[None], size: int) -> None:
         self.in_flight -= 1
-        if not future.cancelled() and future.exception() is not None:
-            error = future.exception()
-            log.error("%s: a batch failed: %r", self.source, error)
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:  # a bug: its messages are counted lost
+            self.dropped_on_error += size
+            log.error("%s: a batch of %d messages failed: %r", self.source, size, error)
             if self.feed is not None:
                 self.feed.note_error(self.source, f"batch failed: {type(error).__name__}: {error}")
         if self.full:
@@ -385,6 +389,7 @@ class _Listener:
             "truncated": self.truncated,
             "dropped_queue_full": self.dropped_queue_full,
             "dropped_spool_full": self.dropped_spool_full,
+            "dropped_on_error": self.dropped_on_error,
             "unknown_peer_messages": unknown_peer_messages,
             "unknown_peers": unknown_peers,
             "departments": by_department,
@@ -409,7 +414,7 @@ class _Listener:
             self.source,
             state=state,
             format=fixed.name if fixed else (common[0][0] if common else None),
-            dropped=self.dropped_queue_full + self.dropped_spool_full,
+            dropped=self.dropped_queue_full + self.dropped_spool_full + self.dropped_on_error,
             lag_bytes=self.pending_bytes + sum(c.framer.buffered_bytes for c in self.connections),
             details=details,
         )
