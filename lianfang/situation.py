@@ -22,11 +22,13 @@ The searches:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lianfang.collection_health import CollectorSummary, DeadLetterSummary
 from lianfang.incidents import sla_state
@@ -274,8 +276,10 @@ def _histogram(request: SituationRequest, field: str) -> dict[str, Any]:
             "field": field,
             "fixed_interval": request.interval,
             "time_zone": request.timezone,
+            # No extended_bounds: with only the range in the request, a daily index that lies
+            # wholly inside it is searched with the range rewritten away, so Elasticsearch's
+            # request cache answers it the next time; `bucket_starts` fills in empty ends.
             "min_doc_count": 0,
-            "extended_bounds": {"min": _millis(request.start), "max": _millis(request.end) - 1},
         },
         "aggs": {
             "by_sector": _terms("labels.sector", SECTORS_PER_BUCKET, missing=UNKNOWN),
@@ -612,29 +616,68 @@ def _time(milliseconds: float) -> str:
     return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
 
 
-def _series(histogram: Mapping[str, Any] | None) -> list[VolumeBucket]:
-    return [
-        VolumeBucket(
-            time=_time(bucket["key"]),
-            count=int(bucket["doc_count"]),
-            by_sector=_counts(bucket.get("by_sector")),
-            by_department=_counts(bucket.get("by_department")),
-        )
-        for bucket in _buckets(histogram)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def bucket_starts(request: SituationRequest) -> list[int]:
+    """The start (epoch ms) of every histogram bucket overlapping the range.
+
+    Buckets are aligned as Elasticsearch aligns fixed intervals in a time zone: on local
+    multiples of the interval (a day bucket starts at local midnight).
+    """
+    zone = _zone(request.timezone)
+    step = request.interval_seconds
+    start, end = request.start.timestamp(), request.end.timestamp()
+    offset = request.start.astimezone(zone).utcoffset() or timedelta(0)
+    local = math.floor((start + offset.total_seconds()) / step) * step
+    starts: list[int] = []
+    while len(starts) <= MAX_BUCKETS + 1:
+        moment = datetime.fromtimestamp(local, UTC).replace(tzinfo=None)
+        key = local - (zone.utcoffset(moment) or timedelta(0)).total_seconds()
+        if key >= end:
+            break
+        starts.append(int(key * 1000))
+        local += step
+    return starts
+
+
+def _add(counts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    for key, value in more.items():
+        counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+def _series(histogram: Mapping[str, Any] | None, starts: list[int]) -> list[VolumeBucket]:
+    """One bucket per start, empty ones included; Elasticsearch's buckets placed by time."""
+    series = [
+        VolumeBucket(time=_time(key), count=0, by_sector={}, by_department={}) for key in starts
     ]
+    for bucket in _buckets(histogram):
+        index = bisect.bisect_right(starts, bucket["key"]) - 1
+        if index < 0:
+            continue
+        target = series[index]
+        target.count += int(bucket["doc_count"])
+        _add(target.by_sector, _counts(bucket.get("by_sector")))
+        _add(target.by_department, _counts(bucket.get("by_department")))
+    return series
 
 
-def _events(response: Mapping[str, Any] | None) -> EventVolume:
+def _events(response: Mapping[str, Any] | None, starts: list[int]) -> EventVolume:
     aggs = _aggs(response)
     return EventVolume(
         total=_total(response),
         by_sector=_counts(aggs.get("by_sector")),
         by_department=_counts(aggs.get("by_department")),
-        over_time=_series(aggs.get("over_time")),
+        over_time=_series(aggs.get("over_time"), starts),
     )
 
 
-def _alerts(response: Mapping[str, Any] | None) -> AlertSummary:
+def _alerts(response: Mapping[str, Any] | None, starts: list[int]) -> AlertSummary:
     aggs = _aggs(response)
     opened = aggs.get("open") or {}
     return AlertSummary(
@@ -645,7 +688,7 @@ def _alerts(response: Mapping[str, Any] | None) -> AlertSummary:
         by_status=_counts(aggs.get("by_status")),
         by_sector=_counts(aggs.get("by_sector")),
         by_department=_counts(aggs.get("by_department")),
-        new_over_time=_series((aggs.get("new") or {}).get("over_time")),
+        new_over_time=_series((aggs.get("new") or {}).get("over_time"), starts),
     )
 
 
@@ -918,7 +961,8 @@ def shape_situation(
 ) -> Situation:
     """The overview from the msearch answers (in the order of `plan_searches`)."""
     answers, errors = _split_errors(responses)
-    events = _events(answers["events"])
+    starts = bucket_starts(request)
+    events = _events(answers["events"], starts)
     return Situation(
         range=TimeRange(
             start=format_timestamp(request.start),
@@ -934,7 +978,7 @@ def shape_situation(
         ),
         generated_at=format_timestamp(request.now),
         events=events,
-        alerts=_alerts(answers["alerts"]),
+        alerts=_alerts(answers["alerts"], starts),
         attack=_attack(answers["alerts"], catalogue),
         top_attacked_assets=_attacked_assets(answers["hostile"], request.top),
         top_attacking_sources=_attacking_sources(

@@ -3,6 +3,7 @@ counting, and GET /api/v1/situation against the real node with department scopin
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from lianfang.situation import (
     InvalidRange,
     SituationIndices,
     SituationRequest,
+    bucket_starts,
     choose_interval,
     plan_searches,
     shape_situation,
@@ -101,6 +103,41 @@ def test_unusable_ranges_are_refused_with_the_parameter(start, end, parameter: s
     with pytest.raises(InvalidRange) as refused:
         SituationRequest.resolve(start, end, NOW)
     assert refused.value.parameter == parameter
+
+
+def test_buckets_cover_the_range_aligned_in_the_time_zone() -> None:
+    day = SituationRequest.resolve(DAY, DAY + timedelta(days=1), NOW, timezone="Asia/Shanghai")
+    starts = bucket_starts(day)
+    assert len(starts) == 96 and starts[0] == int(DAY.timestamp() * 1000)
+    assert all(b - a == 900_000 for a, b in itertools.pairwise(starts))
+    # Day buckets start at local midnight (16:00 UTC), the first one before the range.
+    month = SituationRequest.resolve(DAY, DAY + timedelta(days=30), NOW, timezone="Asia/Shanghai")
+    assert month.interval == "6h"
+    days = SituationRequest.resolve(DAY, DAY + timedelta(days=90), NOW, timezone="Asia/Shanghai")
+    day_starts = bucket_starts(days)
+    assert days.interval == "1d" and len(day_starts) == 91
+    assert datetime.fromtimestamp(day_starts[0] / 1000, UTC) == DAY - timedelta(hours=8)
+    # Elasticsearch's buckets land in the matching slot; the rest stay empty.
+    histogram = {
+        "buckets": [
+            {
+                "key": starts[3],
+                "doc_count": 5,
+                "by_sector": {"buckets": [{"key": "energy", "doc_count": 5}]},
+            }
+        ]
+    }
+    shaped = shape_situation(
+        day, [{"aggregations": {"over_time": histogram}}, *[{}] * 8], scope=None
+    )
+    assert [b.count for b in shaped.events.over_time[:5]] == [0, 0, 0, 5, 0]
+    assert shaped.events.over_time[3].by_sector == {"energy": 5}
+    assert (
+        bucket_starts(
+            SituationRequest.resolve(DAY, DAY + timedelta(hours=1), NOW, timezone="No/Such_Zone")
+        )[0]
+        == starts[0]
+    )
 
 
 def test_every_search_is_scoped_on_its_own_department_field() -> None:
@@ -171,7 +208,9 @@ def test_shaping_tolerates_missing_indices_and_reports_failed_sections() -> None
         "status": 400,
     }
     situation = shape_situation(request, empty, scope=None)
-    assert situation.events.total == 0 and situation.events.over_time == []
+    assert situation.events.total == 0
+    assert len(situation.events.over_time) == 60  # empty buckets are there too
+    assert {bucket.count for bucket in situation.events.over_time} == {0}
     assert situation.intelligence.indicators == 0
     assert [(e.section, e.reason) for e in situation.errors] == [("indicators", "no such field")]
     assert situation.threat_levels == [] and situation.collection.dead_letters is None
