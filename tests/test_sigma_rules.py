@@ -21,7 +21,7 @@ from detection.sigma.validation import validate_rules
 from lianfang.cli import main
 from lianfang.schema import Origin
 from lianfang.settings import Settings
-from lianfang.store import EventStore
+from lianfang.store import EventStore, IndexNames
 from tests.conftest import SHARED_DATASETS, TEST_MASKING_KEY
 
 SIGMAHQ = SHARED_DATASETS / "sigma"
@@ -658,3 +658,11 @@ def test_index_plan_requirements_are_conjunctive_only(rules_dir: Path) -> None:
     either = rules["Either Field"].required_fields
     assert any(set(clause) >= {"process.command_line.keyword"} for clause in either)
     assert not index_accepts({}, [frozenset(c) for c in either], set(), {"host.name"})
+
+
+def test_long_index_lists_fall_back_to_the_alias_in_urls() -> None:
+    """Paging requests carry the indices in the URL: hundreds of daily names become the alias."""
+    runner = SigmaRunner(Elasticsearch("http://127.0.0.1:1"), IndexNames("p"))
+    daily = ",".join(f"p-events-2020.01.{day:02d}" for day in range(1, 32)) * 10
+    assert runner._url_target(daily) == "p-events"
+    assert runner._url_target("p-events-2020.01.01") == "p-events-2020.01.01"

@@ -38,6 +38,9 @@ MAX_EVENTS_PER_RULE = 10_000
 # query_string's default (10,000) is too low for some case-folded SigmaHQ alternations.
 MAX_DETERMINIZED_STATES = 100_000
 ALERT_WINDOW = timedelta(hours=1)
+# Elasticsearch refuses request lines over 4 KiB; msearch carries index lists in its body,
+# but paging (search_after) puts them in the URL.
+MAX_URL_TARGET = 3000
 
 SOURCE_ADDRESS_FIELDS = ("source.ip", "source.address")
 # Rule fields that test a remote address: ECS names, and raw event data (wildcard IP tests).
@@ -364,6 +367,10 @@ class SigmaRunner:
         ]
         return ",".join(chosen) if chosen else None
 
+    def _url_target(self, target: str) -> str:
+        """`target` for a request URL; a long index list becomes the alias (same result)."""
+        return target if len(target) <= MAX_URL_TARGET else self.names.events_alias
+
     def _single(
         self,
         rule: ConvertedRule,
@@ -375,7 +382,7 @@ class SigmaRunner:
         try:
             return dict(
                 self.client.search(
-                    index=target,
+                    index=self._url_target(target),
                     allow_no_indices=True,
                     **rule_search_body(rule, start, end, size=size),
                 )
@@ -398,7 +405,7 @@ class SigmaRunner:
         while hits and len(events) < self.max_events_per_rule:
             size = min(PAGE_SIZE, self.max_events_per_rule - len(events))
             response = self.client.search(
-                index=target,
+                index=self._url_target(target),
                 allow_no_indices=True,
                 **rule_search_body(rule, start, end, size=size, search_after=hits[-1]["sort"]),
             )
