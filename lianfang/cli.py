@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Column, Table
 
@@ -37,7 +38,8 @@ def emit(data: Any, as_json: bool, table: Table | str | None = None) -> None:
 
 def fail(message: str, code: int) -> None:
     """Print an error for people and exit with a meaningful code."""
-    console.print(f"[red]error:[/red] {message}")
+    # Messages quote user input and paths; square brackets in them are not markup.
+    console.print(f"[red]error:[/red] {escape(message)}")
     sys.exit(code)
 
 
@@ -1078,12 +1080,13 @@ def exceptions_remove(
         console.print(f"exception {exception_id} disabled")
 
 
-# ------------------------------------------------------------------ threat intelligence
+# ------------------------------------------------------------------ anomaly detection
 
-# intel publish|pull|push|import|export|hunt|keygen|status live in sharing/intel_cli.py.
-from sharing.intel_cli import register_intel_commands  # noqa: E402
+# detect train|score|eval|feature-sets|models live in detection/anomaly_cli.py; imported
+# here, after every helper they use is defined.
+from detection.anomaly_cli import register_anomaly_commands  # noqa: E402
 
-register_intel_commands(main)
+register_anomaly_commands(detect)
 
 # ------------------------------------------------------------------ Sigma rules
 
@@ -1092,13 +1095,12 @@ from detection.sigma.rules_cli import register_rules_commands  # noqa: E402
 
 register_rules_commands(main)
 
-# ------------------------------------------------------------------ anomaly detection
+# ------------------------------------------------------------------ threat intelligence
 
-# detect train|score|eval|feature-sets|models live in detection/anomaly_cli.py; imported
-# here, after every helper they use is defined.
-from detection.anomaly_cli import register_anomaly_commands  # noqa: E402
+# intel publish|pull|push|import|export|hunt|keygen|status live in sharing/intel_cli.py.
+from sharing.intel_cli import register_intel_commands  # noqa: E402
 
-register_anomaly_commands(detect)
+register_intel_commands(main)
 
 # ------------------------------------------------------------------ collector push inputs
 
