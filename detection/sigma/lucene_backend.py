@@ -356,7 +356,9 @@ def alternation_query(values: list[SigmaString]) -> str:
 
     A `.*` that every value starts (or ends) with is written once outside the alternation:
     `.*((a)|(b)).*` determinizes like one Aho-Corasick automaton, while `(.*a.*)|(.*b.*)`
-    makes Elasticsearch spend seconds on the same language for long `contains` lists.
+    makes Elasticsearch spend seconds on the same language for long `contains` lists. A
+    value with a wildcard inside (`'net*|*find'`) gets a regex of its own: alternatives of
+    several `.*` each multiply the states of a combined automaton.
     """
     prefix = all(value.startswith(SpecialChars.WILDCARD_MULTI) for value in values)
     suffix = all(value.endswith(SpecialChars.WILDCARD_MULTI) for value in values)
@@ -369,11 +371,26 @@ def alternation_query(values: list[SigmaString]) -> str:
         trimmed.append(value)
     head, tail = (".*" if prefix else ""), (".*" if suffix else "")
     room = MAX_REGEX_LENGTH - len(head) - len(tail) - 2
-    regexes = [
-        checked_length(sigma_string_regex(value), original.original)
-        for value, original in zip(trimmed, values, strict=True)
-    ]
-    chunks = [f"/{head}({chunk}){tail}/" for chunk in alternation_chunks(regexes, room)]
+    simple: list[str] = []
+    chunks: list[str] = []
+    singles: list[str] = []  # one-character values (emoji lists) share a character class
+    for value, original in zip(trimmed, values, strict=True):
+        plain = value.s[0] if len(value.s) == 1 and isinstance(value.s[0], str) else None
+        if plain is not None and len(plain) == 1 and not has_cased_letter(plain):
+            singles.append(plain)
+            continue
+        regex = checked_length(sigma_string_regex(value), original.original)
+        if SpecialChars.WILDCARD_MULTI in value.s:
+            chunks.append(f"/{head}{regex}{tail}/")
+        else:
+            simple.append(regex)
+    if len(singles) == 1:
+        simple.append(literal_char(singles[0], False))
+    elif singles:
+        members = "".join(_class_char(char) for char in dict.fromkeys(singles))
+        simple.append(checked_length(f"[{members}]", "".join(singles)))
+    if simple:
+        chunks[:0] = [f"/{head}({chunk}){tail}/" for chunk in alternation_chunks(simple, room)]
     return chunks[0] if len(chunks) == 1 else "(" + " OR ".join(chunks) + ")"
 
 
