@@ -631,7 +631,7 @@ detection:
     emoji:
         CommandLine|contains: ['{}']
     condition: selection or emoji
-""".format("', '".join(chr(0x1F400 + index) for index in range(200)))
+""".format("', '".join(chr(0x1F400 + index) for index in range(600)))
     ingest_events(sigma_settings, store, EVENTS)
     converted = converted_by_title(write_rules(tmp_path / "r", tail=rule))["Trailing Backslash"]
     report = RunReport()

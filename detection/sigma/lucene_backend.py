@@ -387,8 +387,13 @@ def alternation_query(values: list[SigmaString]) -> str:
     if len(singles) == 1:
         simple.append(literal_char(singles[0], False))
     elif singles:
-        members = "".join(_class_char(char) for char in dict.fromkeys(singles))
-        simple.append(checked_length(f"[{members}]", "".join(singles)))
+        members: list[str] = []
+        for char in dict.fromkeys(singles):  # classes within the length limit
+            if members and java_length("".join(members) + char) > room - 10:
+                simple.append("[" + "".join(members) + "]")
+                members = []
+            members.append(_class_char(char))
+        simple.append("[" + "".join(members) + "]")
     if simple:
         chunks[:0] = [f"/{head}({chunk}){tail}/" for chunk in alternation_chunks(simple, room)]
     return chunks[0] if len(chunks) == 1 else "(" + " OR ".join(chunks) + ")"
