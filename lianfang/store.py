@@ -19,8 +19,11 @@ from lianfang import local_node
 from lianfang.schema import ECS_FIELDS
 from lianfang.settings import Settings
 
-TEMPLATE_VERSION = 2
+TEMPLATE_VERSION = 3
 DAY_SUFFIX = "%Y.%m.%d"
+# Long PowerShell script blocks and command lines must stay matchable by detection rules;
+# 8191 characters keeps a keyword term under Lucene's 32 KiB limit even in 4-byte UTF-8.
+LONG_KEYWORD = 8191
 CASELESS_NORMALIZER = "lianfang_caseless"
 
 
@@ -72,15 +75,18 @@ def mapping_properties(fields: dict[str, str]) -> dict[str, Any]:
 
 def _mapping_for(kind: str) -> dict[str, Any]:
     if kind == "keyword":
-        return {"type": "keyword", "ignore_above": 4096}
+        return {"type": "keyword", "ignore_above": LONG_KEYWORD}
     if kind == "caseless_keyword":
         return {
             "type": "keyword",
-            "ignore_above": 4096,
+            "ignore_above": LONG_KEYWORD,
             "fields": {"caseless": {"type": "keyword", "normalizer": CASELESS_NORMALIZER}},
         }
     if kind == "text":
-        return {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
+        return {
+            "type": "text",
+            "fields": {"keyword": {"type": "keyword", "ignore_above": LONG_KEYWORD}},
+        }
     if kind == "original":
         # ECS keeps event.original unindexed: retrievable, never searched or aggregated.
         return {"type": "keyword", "index": False, "doc_values": False}
@@ -162,7 +168,7 @@ def events_template_body(names: IndexNames) -> dict[str, Any]:
                     {
                         "strings_as_keywords": {
                             "match_mapping_type": "string",
-                            "mapping": {"type": "keyword", "ignore_above": 1024},
+                            "mapping": {"type": "keyword", "ignore_above": LONG_KEYWORD},
                         }
                     }
                 ],
