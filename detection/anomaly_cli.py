@@ -147,7 +147,8 @@ def feature_sets_command(settings: Settings, as_json: bool) -> None:
             row["name"], row["entity"], row["window"], ", ".join(f["name"] for f in row["features"])
         )
     _cli().emit({"feature_sets": rows, "problems": loaded.problems}, as_json, table)
-    _problems(loaded.problems)
+    if not as_json:
+        _problems(loaded.problems)
     sys.exit(_cli().EXIT_PARTIAL if loaded.problems else _cli().EXIT_OK)
 
 
@@ -224,7 +225,7 @@ def train_command(
     Models go to <home_dir>/models/<feature set>/<department>/v<N>/. Exit 1 if some model
     could not be trained (the reasons are printed), 3 if Elasticsearch is unavailable.
     """
-    from detection.anomaly_models import ModelRepository, department_rows, models_root
+    from detection.anomaly_models import ModelRepository, models_root
     from detection.anomaly_scoring import (
         AnomalyRunReport,
         train_feature_set,
@@ -241,7 +242,10 @@ def train_command(
     repository = ModelRepository(models_root(settings.home_dir))
     per_department = settings.anomaly.per_department
     if inputs:
-        events = _read_files(settings, inputs, feature_sets, input_department, format_name)
+        events = _only_departments(
+            _read_files(settings, inputs, feature_sets, input_department, format_name),
+            departments,
+        )
         report = AnomalyRunReport()
         for feature_set in feature_sets:
             if events.num_rows == 0:
@@ -249,8 +253,6 @@ def train_command(
                 continue
             low, high = (start, end) if start and end else table_time_range(events, feature_set)
             table = compute_features(events, feature_set, low, high)
-            if departments:
-                table = _only(table, departments, department_rows)
             train_feature_set(
                 table,
                 feature_set,
@@ -303,16 +305,22 @@ def train_command(
         as_json,
         table,
     )
-    _problems(report.problems)
+    if not as_json:
+        _problems(report.problems)
     if not as_json:
         _cli().console.print(f"{len(rows)} models saved under {repository.root}")
     sys.exit(_cli().EXIT_PARTIAL if report.problems or not rows else _cli().EXIT_OK)
 
 
-def _only(table: Any, departments: tuple[str, ...], rows_of: Any) -> Any:
+def _only_departments(events: Any, departments: tuple[str, ...]) -> Any:
+    """The events of these departments (all when none are named)."""
+    if not departments:
+        return events
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    return pa.concat_tables([rows_of(table, department) for department in departments])
+    wanted = pa.array(list(departments), pa.string())
+    return events.filter(pc.is_in(events.column("organization.id"), value_set=wanted))
 
 
 # ------------------------------------------------------------------ score
@@ -391,13 +399,10 @@ def score_command(
     feature_sets = _feature_sets(settings, set_names)
     repository = ModelRepository(models_root(settings.home_dir))
     if inputs:
-        events = _read_files(settings, inputs, feature_sets, input_department, format_name)
-        if departments:
-            import pyarrow.compute as pc
-
-            events = events.filter(
-                pc.is_in(events.column("organization.id"), pa_array(departments))
-            )
+        events = _only_departments(
+            _read_files(settings, inputs, feature_sets, input_department, format_name),
+            departments,
+        )
         if use_models:
             report = AnomalyRunReport()
             for feature_set in feature_sets:
@@ -461,13 +466,6 @@ def score_command(
     sys.exit(_cli().EXIT_PARTIAL if report.problems else _cli().EXIT_OK)
 
 
-def pa_array(values: tuple[str, ...]) -> Any:
-    """An Arrow string array (for filters)."""
-    import pyarrow as pa
-
-    return pa.array(list(values), pa.string())
-
-
 def _show_scores(settings: Settings, report: Any, top: int, mode: str, as_json: bool) -> None:
     from detection.anomaly_scoring import rank_entities, ranked
 
@@ -509,7 +507,8 @@ def _show_scores(settings: Settings, report: Any, top: int, mode: str, as_json: 
             highlight=False,
         )
         out.print(f"{'':13}{entity.worst.explanation.text}", highlight=False, soft_wrap=True)
-    _problems(report.problems)
+    if not as_json:
+        _problems(report.problems)
     stored = (
         f"; stored: {upserted.created} new, {upserted.updated} updated, {upserted.unchanged} known"
         if upserted
@@ -562,9 +561,7 @@ def _show_scores(settings: Settings, report: Any, top: int, mode: str, as_json: 
 @click.option(
     "--threshold-quantile",
     type=float,
-    default=0.995,
-    show_default=True,
-    help="precision/recall at this quantile of the training scores",
+    help="precision/recall at this quantile of the training scores (default: settings)",
 )
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -580,10 +577,11 @@ def eval_command(
     demo_scale: float,
     detectors: tuple[str, ...],
     normal_only: bool,
-    threshold_quantile: float,
+    threshold_quantile: float | None,
     as_json: bool,
 ) -> None:
     """Measure precision, recall, ROC-AUC and PR-AUC on labelled data."""
+    threshold_quantile = threshold_quantile or settings.anomaly.threshold_quantile
     if sum(bool(choice) for choice in (nsl_kdd, labelled, demo)) != 1:
         _cli().fail("choose one of --nsl-kdd DIR, --labelled FILE or --demo", _cli().EXIT_USAGE)
     names = list(detectors) or [settings.anomaly.detector]
@@ -638,7 +636,8 @@ def eval_command(
             f"{run.seconds:.1f}",
         )
     _cli().emit({"runs": [run.as_dict() for run in runs], "problems": problems}, as_json, table)
-    _problems(problems)
+    if not as_json:
+        _problems(problems)
     sys.exit(_cli().EXIT_PARTIAL if problems else _cli().EXIT_OK)
 
 

@@ -48,7 +48,11 @@ TIMESTAMP_COLUMN = "@timestamp"
 KEY_COLUMNS = (DEPARTMENT_COLUMN, ENTITY_COLUMN, WINDOW_COLUMN)
 UNKNOWN_DEPARTMENT = "_unknown"
 CARDINALITY_PRECISION = 3000
-DEFAULT_PAGE_SIZE = 2000
+# Each composite page re-reads every matching event, so fewer, larger pages are faster
+# (120k entity-windows: 26 s with pages of 2,000, 8 s with 10,000). A page's buckets,
+# counting the single-bucket filters under each window, stay below search.max_buckets.
+DEFAULT_PAGE_SIZE = 10_000
+MAX_BUCKETS_PER_PAGE = 60_000
 TIME_TYPE = pa.timestamp("ms", tz="UTC")
 
 
@@ -361,6 +365,8 @@ def extract_features(
     )
     schema = feature_table_schema(feature_set)
     batches: list[pa.RecordBatch] = []
+    filters = sum(f.kind in ("ratio", "off_hours_ratio") for f in feature_set.features)
+    page_size = max(1, min(page_size, MAX_BUCKETS_PER_PAGE // (1 + filters)))
 
     def build(after: dict[str, Any] | None) -> dict[str, Any]:
         return composite_request(
@@ -513,10 +519,8 @@ def compute_features(
             values = counts.astype(float)
         elif feature.kind in NUMERIC_KINDS:
             name = number_column(feature.field or "")
-            numbers = (
-                np.nan_to_num(
-                    events.column(name).to_numpy(zero_copy_only=False).astype(float), nan=np.nan
-                )
+            numbers = (  # missing values are NaN here
+                events.column(name).to_numpy(zero_copy_only=False).astype(float)
                 if name in events.column_names
                 else np.full(events.num_rows, np.nan)
             )[rows]

@@ -105,9 +105,14 @@ def test_ensemble_normalises_members_and_is_reproducible() -> None:
     second.fit(training)
     probe = usual_windows(30, seed=3)
     assert np.allclose(first.score(probe), second.score(probe))
-    # Each member's training scores are z-normalised, so the mean of the ensemble's is 0.
-    assert abs(first.training_scores.mean()) < 1e-9
-    assert [m["name"] for m in first.describe()["members"]] == ["ecod", "iforest", "copod", "knn"]
+    # Each member's training scores are rescaled to median 0 and 99th percentile 1.
+    members = first.members
+    for member, centre, spread in zip(members, first.centres, first.spreads, strict=True):
+        rescaled = (member.training_scores - centre) / spread
+        assert np.median(rescaled) == pytest.approx(0) and np.quantile(
+            rescaled, 0.99
+        ) == pytest.approx(1)
+    assert [m["name"] for m in first.describe()["members"]] == ["ecod", "copod", "knn"]
 
 
 def test_constant_and_non_finite_columns_do_not_break_fitting() -> None:

@@ -228,6 +228,10 @@ def test_commands_refuse_bad_usage(cli_home: Path) -> None:
         == 2
     )
     assert runner.invoke(main, ["detect", "eval"]).exit_code == 2
+    nothing = runner.invoke(
+        main, ["detect", "train", "--input", str(day), "--department", "energy", "--json"]
+    )
+    assert nothing.exit_code == 1 and json.loads(nothing.output)["trained"] == []
     listed = runner.invoke(main, ["detect", "feature-sets", "--json"])
     assert listed.exit_code == 0 and "network_source" in listed.output
 
