@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from lianfang.settings import Settings
@@ -106,7 +105,7 @@ def run_collector(settings: Settings, push_inputs: list[Any], as_json: bool) -> 
         runtime = CollectorRuntime(settings, store, [], push_inputs=push_inputs)
     except _configuration_errors() as error:
         close_inputs()
-        cli.fail(escape(str(error)), cli.EXIT_USAGE)
+        cli.fail(str(error), cli.EXIT_USAGE)
         return
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: runtime.stop())
@@ -124,7 +123,7 @@ def run_collector(settings: Settings, push_inputs: list[Any], as_json: bool) -> 
     while worker.is_alive():
         worker.join(0.5)  # the main thread stays free to run the signal handlers
     if failure:
-        cli.fail(escape(f"the collector could not start: {failure[0]}"), cli.EXIT_USAGE)
+        cli.fail(f"the collector could not start: {failure[0]}", cli.EXIT_USAGE)
         return
     snapshot = result[0]
     totals = snapshot.totals
@@ -267,7 +266,7 @@ def register_collect_commands(collect: click.Group) -> None:
             )
             server.bind()
         except _configuration_errors() as error:
-            cli.fail(escape(str(error)), cli.EXIT_USAGE)
+            cli.fail(str(error), cli.EXIT_USAGE)
             return
         _say_where_listening([server])
         run_collector(settings, [server], as_json)
@@ -304,7 +303,7 @@ def register_collect_commands(collect: click.Group) -> None:
                 department=_department(department, department_name, sector),
             )
         except _configuration_errors() as error:
-            cli.fail(escape(str(error)), cli.EXIT_USAGE)
+            cli.fail(str(error), cli.EXIT_USAGE)
             return
         if sys.stdin.isatty():
             cli.console.print("reading standard input (end it with Ctrl-D)")
@@ -337,7 +336,7 @@ def register_collect_commands(collect: click.Group) -> None:
             else:
                 inputs = build_configured_inputs(settings, config_path)
         except _configuration_errors() as error:
-            cli.fail(escape(str(error)), cli.EXIT_USAGE)
+            cli.fail(str(error), cli.EXIT_USAGE)
             return
         if check:
             table = Table("input", "kind", "department", "format", "where")
