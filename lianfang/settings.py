@@ -227,7 +227,6 @@ class Settings(BaseSettings):
     detection_rules: DetectionRuleSettings = Field(default_factory=DetectionRuleSettings)
     # Anomaly detection (detection/anomaly_*.py): models live under home_dir/models.
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
-
     # Sigma rules (detection/sigma/): a SigmaHQ-layout folder; unset until the user names one.
     sigma_rules_dir: Path | None = None
 
