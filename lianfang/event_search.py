@@ -18,11 +18,12 @@ from typing import Any
 
 from lianfang.schema import ECS_FIELDS, FILTERABLE_FIELDS, format_timestamp
 from lianfang.scoped_store import ScopedStore
+from lianfang.store import LONG_KEYWORD
 
 # Free text is matched with simple_query_string (no query syntax injection) on these.
 TEXT_FIELDS = ("message", "event.original", "process.command_line", "db.statement")
 # Longer keyword values are not indexed (ignore_above), so they could never match.
-FILTER_VALUE_CAP = 4096
+FILTER_VALUE_CAP = LONG_KEYWORD
 WHOLE_NUMBER = re.compile(r"-?[0-9]{1,19}")
 LONG_RANGE = range(-(2**63), 2**63)
 
