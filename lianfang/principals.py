@@ -20,7 +20,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from lianfang.schema import format_timestamp
-from lianfang.store import mapping_properties
+from lianfang.store import install_index
 
 KEY_PREFIX = "lf"
 SCRYPT_COST = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -118,12 +118,7 @@ class PrincipalStore:
 
     def install(self) -> None:
         """Create the index with explicit mappings if missing."""
-        if not self.client.indices.exists(index=self.index):
-            self.client.indices.create(
-                index=self.index,
-                settings={"number_of_shards": 1, "number_of_replicas": 0},
-                mappings={"dynamic": False, "properties": mapping_properties(PRINCIPAL_FIELDS)},
-            )
+        install_index(self.client, self.index, PRINCIPAL_FIELDS)
 
     # ---------------------------------------------------------------- users
 

@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 from elasticsearch import Elasticsearch, NotFoundError
 
+from lianfang.event_search import range_clause
 from lianfang.principals import Principal
 from lianfang.schema import format_timestamp
-from lianfang.store import mapping_properties
+from lianfang.store import install_index
 
 DISCLOSURE_FIELDS = {
     "@timestamp": "date",
@@ -77,12 +78,7 @@ class DisclosureAudit:
 
     def install(self) -> None:
         """Create the index if missing."""
-        if not self.client.indices.exists(index=self.index):
-            self.client.indices.create(
-                index=self.index,
-                settings={"number_of_shards": 1, "number_of_replicas": 0},
-                mappings={"dynamic": False, "properties": mapping_properties(DISCLOSURE_FIELDS)},
-            )
+        install_index(self.client, self.index, DISCLOSURE_FIELDS)
 
     def record(
         self,
@@ -125,13 +121,8 @@ class DisclosureAudit:
         ):
             if value:
                 filters.append({"term": {field: value}})
-        if query.start or query.end:
-            bounds: dict[str, str] = {}
-            if query.start:
-                bounds["gte"] = format_timestamp(query.start)
-            if query.end:
-                bounds["lt"] = format_timestamp(query.end)
-            filters.append({"range": {"@timestamp": bounds}})
+        if time_range := range_clause("@timestamp", query.start, query.end):
+            filters.append(time_range)
         body: dict[str, Any] = {
             "query": {"bool": {"filter": filters}},
             "sort": [{"@timestamp": "desc"}, {"record_id": "desc"}],

@@ -20,6 +20,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, helpers
 
+from lianfang.event_search import range_clause
 from lianfang.schema import format_timestamp
 from lianfang.store import install_index
 from sharing.intel_store import object_document_id, version_key
@@ -139,13 +140,8 @@ class Outbox:
             filters.append({"terms": {"audience": [EVERYONE, reader]}})
         if types:
             filters.append({"terms": {"type": list(types)}})
-        if since is not None or until is not None:
-            bounds: dict[str, str] = {}
-            if since is not None:
-                bounds["gte"] = format_timestamp(since)
-            if until is not None:
-                bounds["lt"] = format_timestamp(until)
-            filters.append({"range": {"published_at": bounds}})
+        if published := range_clause("published_at", since, until):
+            filters.append(published)
         position = after
         while True:
             body: dict[str, Any] = {

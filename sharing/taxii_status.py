@@ -16,7 +16,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, NotFoundError
 
 from lianfang.schema import format_timestamp
-from lianfang.store import mapping_properties
+from lianfang.store import install_index
 from sharing.taxii_timestamps import format_micros
 
 STATUS_FIELDS = {
@@ -117,12 +117,7 @@ class TaxiiStatusStore:
 
     def install(self) -> None:
         """Create the index if missing."""
-        if not self.client.indices.exists(index=self.index):
-            self.client.indices.create(
-                index=self.index,
-                settings={"number_of_shards": 1, "number_of_replicas": 0},
-                mappings={"dynamic": False, "properties": mapping_properties(STATUS_FIELDS)},
-            )
+        install_index(self.client, self.index, STATUS_FIELDS)
 
     def save(self, header: StatusHeader, chunks: dict[int, list[StatusEntry]]) -> None:
         """Write the header and some chunks in one request (complete when nothing is pending)."""
