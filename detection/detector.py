@@ -7,7 +7,9 @@ upserts the alerts. Detectors come from sources, each a function
 
 * `behavioural`: the YAML rules (detection/behavioural_detectors.py);
 * `sigma`: `detection/sigma_rules.py` (or the `detection.sigma` package), when it exists
-  and defines `load_detectors(context: DetectorContext) -> DetectorLoad`.
+  and defines `load_detectors(context: DetectorContext) -> DetectorLoad`;
+* `anomaly`: the persisted anomaly models scored per complete feature window
+  (detection/anomaly_detector_source.py).
 
 A source that fails to load is reported with its reason; the others still run.
 """
@@ -71,7 +73,10 @@ class DetectorLoad:
 
 DetectorSource = Callable[[DetectorContext], DetectorLoad]
 # Optional sources: name -> modules that may define `load_detectors` (the first one that does).
-OPTIONAL_SOURCES = {"sigma": ("detection.sigma_rules", "detection.sigma")}
+OPTIONAL_SOURCES = {
+    "sigma": ("detection.sigma_rules", "detection.sigma"),
+    "anomaly": ("detection.anomaly_detector_source",),
+}
 
 
 class UnknownDetectorSource(KeyError):
