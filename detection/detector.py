@@ -9,7 +9,8 @@ upserts the alerts. Detectors come from sources, each a function
 * `sigma`: `detection/sigma_rules.py` (or the `detection.sigma` package), when it exists
   and defines `load_detectors(context: DetectorContext) -> DetectorLoad`;
 * `anomaly`: the persisted anomaly models scored per complete feature window
-  (detection/anomaly_detector_source.py).
+  (detection/anomaly_detector_source.py);
+* `intel`: one threat-intelligence pass per scheduler pass (sharing/intel_detector.py).
 
 A source that fails to load is reported with its reason; the others still run.
 """
@@ -76,6 +77,7 @@ DetectorSource = Callable[[DetectorContext], DetectorLoad]
 OPTIONAL_SOURCES = {
     "sigma": ("detection.sigma_rules", "detection.sigma"),
     "anomaly": ("detection.anomaly_detector_source",),
+    "intel": ("sharing.intel_detector",),
 }
 
 
