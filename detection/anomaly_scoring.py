@@ -362,6 +362,50 @@ def train_from_elasticsearch(
     return report
 
 
+def score_elasticsearch_feature_set(
+    client: Elasticsearch,
+    index: str,
+    feature_set: FeatureSet,
+    start: datetime,
+    end: datetime,
+    model_for: Callable[[str], AnomalyModel],
+    *,
+    departments: list[str] | None = None,
+    excluded_departments: list[str] | None = None,
+    explain_top: int = 20,
+    report: AnomalyRunReport | None = None,
+) -> AnomalyRunReport:
+    """Extract one feature set's windows of [start, end) in Elasticsearch and score them."""
+    report = report or AnomalyRunReport()
+    try:
+        table = extract_features(
+            client,
+            index,
+            feature_set,
+            start,
+            end,
+            departments=departments,
+            excluded_departments=excluded_departments,
+        )
+    except FeatureExtractionError as error:
+        report.problems.append(str(error))
+        return report
+    return score_feature_set(table, feature_set, model_for, explain_top=explain_top, report=report)
+
+
+def elasticsearch_alerts(
+    client: Elasticsearch,
+    index: str,
+    scored: list[ScoredWindow],
+    feature_sets: dict[str, FeatureSet],
+    resolve: TechniqueResolver,
+) -> list[Alert]:
+    """Alerts for the scored windows above threshold, with their events in `index` as evidence."""
+    return alerts_for(
+        scored, feature_sets, resolve, search_evidence(client, index), evidence_index=index
+    )
+
+
 def score_elasticsearch_window(
     client: Elasticsearch,
     index: str,
@@ -378,22 +422,23 @@ def score_elasticsearch_window(
     report = AnomalyRunReport()
     by_name = {feature_set.name: feature_set for feature_set in feature_sets}
     for feature_set in feature_sets:
-        try:
-            table = extract_features(
-                client, index, feature_set, start, end, departments=departments
-            )
-        except FeatureExtractionError as error:
-            report.problems.append(str(error))
-            continue
 
         def model_for(department: str, name: str = feature_set.name) -> AnomalyModel:
             return repository.find(name, department)
 
-        score_feature_set(table, feature_set, model_for, explain_top=explain_top, report=report)
+        score_elasticsearch_feature_set(
+            client,
+            index,
+            feature_set,
+            start,
+            end,
+            model_for,
+            departments=departments,
+            explain_top=explain_top,
+            report=report,
+        )
     resolve = TechniqueResolver()
-    report.alerts = alerts_for(
-        report.scored, by_name, resolve, search_evidence(client, index), evidence_index=index
-    )
+    report.alerts = elasticsearch_alerts(client, index, report.scored, by_name, resolve)
     report.problems.extend(resolve.problems)
     if alert_store is not None and report.alerts:
         alert_store.install()

@@ -104,6 +104,23 @@ def _interval(feature_set: FeatureSet) -> str:
     return f"{seconds}s"
 
 
+def complete_windows(
+    feature_set: FeatureSet, start: datetime, end: datetime
+) -> tuple[datetime, datetime] | None:
+    """The whole feature windows that end in (start, end], as one range; None if there are none.
+
+    Windows are aligned to the epoch like the `date_histogram` buckets, so the range runs
+    from the window holding `start` to the last window boundary at or before `end`: a
+    window still open at `end` is left for a later range that covers its end.
+    """
+    seconds = int(feature_set.window_delta.total_seconds())
+    low = int(start.timestamp()) // seconds * seconds
+    high = int(end.timestamp()) // seconds * seconds
+    if low >= high:
+        return None
+    return datetime.fromtimestamp(low, UTC), datetime.fromtimestamp(high, UTC)
+
+
 # ------------------------------------------------------------------ Elasticsearch
 
 
@@ -129,13 +146,42 @@ def _range(start: datetime, end: datetime) -> dict[str, Any]:
     }
 
 
+def _department_clauses(
+    departments: list[str] | None, excluded: list[str] | None
+) -> list[dict[str, Any]]:
+    """Filters keeping `departments` (all if none) except `excluded`.
+
+    UNKNOWN_DEPARTMENT stands for events without organization.id, as in the feature table.
+    """
+    clauses: list[dict[str, Any]] = []
+    without_department = {"bool": {"must_not": [{"exists": {"field": DEPARTMENT_COLUMN}}]}}
+    if departments and UNKNOWN_DEPARTMENT not in departments:
+        clauses.append({"terms": {DEPARTMENT_COLUMN: departments}})
+    elif departments:
+        named = [d for d in departments if d != UNKNOWN_DEPARTMENT]
+        either: list[dict[str, Any]] = [{"terms": {DEPARTMENT_COLUMN: named}}] if named else []
+        clauses.append(
+            {"bool": {"should": [*either, without_department], "minimum_should_match": 1}}
+        )
+    if excluded:
+        named = [d for d in excluded if d != UNKNOWN_DEPARTMENT]
+        if named:
+            clauses.append({"bool": {"must_not": [{"terms": {DEPARTMENT_COLUMN: named}}]}})
+        if UNKNOWN_DEPARTMENT in excluded:
+            clauses.append({"exists": {"field": DEPARTMENT_COLUMN}})
+    return clauses
+
+
 def _query(
-    feature_set: FeatureSet, start: datetime, end: datetime, departments: list[str] | None
+    feature_set: FeatureSet,
+    start: datetime,
+    end: datetime,
+    departments: list[str] | None,
+    excluded_departments: list[str] | None = None,
 ) -> dict[str, Any]:
     clauses = [_range(start, end), {"exists": {"field": feature_set.entity}}]
     clauses += _term_clauses(feature_set.filter)
-    if departments:
-        clauses.append({"terms": {DEPARTMENT_COLUMN: departments}})
+    clauses += _department_clauses(departments, excluded_departments)
     return {"bool": {"filter": clauses}}
 
 
@@ -180,6 +226,7 @@ def composite_request(
     after: dict[str, Any] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     departments: list[str] | None = None,
+    excluded_departments: list[str] | None = None,
 ) -> dict[str, Any]:
     """The search body of one page of the feature aggregation (pure)."""
     sub_aggregations: dict[str, Any] = {
@@ -210,7 +257,7 @@ def composite_request(
     return {
         "size": 0,
         "track_total_hits": False,
-        "query": _query(feature_set, start, end, departments),
+        "query": _query(feature_set, start, end, departments, excluded_departments),
         "aggs": {"windows": {"composite": composite, "aggs": sub_aggregations}},
     }
 
@@ -223,6 +270,7 @@ def first_seen_request(
     after: dict[str, Any] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     departments: list[str] | None = None,
+    excluded_departments: list[str] | None = None,
 ) -> dict[str, Any]:
     """One page of the earliest event per (department, entity) in [start - lookback, end)."""
     composite: dict[str, Any] = {
@@ -237,7 +285,13 @@ def first_seen_request(
     return {
         "size": 0,
         "track_total_hits": False,
-        "query": _query(feature_set, start - feature_set.lookback_delta, end, departments),
+        "query": _query(
+            feature_set,
+            start - feature_set.lookback_delta,
+            end,
+            departments,
+            excluded_departments,
+        ),
         "aggs": {
             "entities": {
                 "composite": composite,
@@ -322,6 +376,7 @@ def earliest_events(
     end: datetime,
     *,
     departments: list[str] | None = None,
+    excluded_departments: list[str] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> dict[tuple[str, str], int]:
     """(department, entity) -> epoch ms of its earliest event in [start - lookback, end)."""
@@ -329,7 +384,13 @@ def earliest_events(
 
     def build(after: dict[str, Any] | None) -> dict[str, Any]:
         return first_seen_request(
-            feature_set, start, end, after=after, page_size=page_size, departments=departments
+            feature_set,
+            start,
+            end,
+            after=after,
+            page_size=page_size,
+            departments=departments,
+            excluded_departments=excluded_departments,
         )
 
     for buckets in _pages(client, index, feature_set, build, "entities"):
@@ -347,9 +408,14 @@ def extract_features(
     end: datetime,
     *,
     departments: list[str] | None = None,
+    excluded_departments: list[str] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> pa.Table:
-    """The feature table of [start, end), computed by Elasticsearch page by page."""
+    """The feature table of [start, end), computed by Elasticsearch page by page.
+
+    `departments` keeps only those departments, `excluded_departments` leaves some out
+    (UNKNOWN_DEPARTMENT names events without organization.id in both).
+    """
     first_seen = (
         earliest_events(
             client,
@@ -358,6 +424,7 @@ def extract_features(
             start,
             end,
             departments=departments,
+            excluded_departments=excluded_departments,
             page_size=page_size,
         )
         if feature_set.needs_first_seen()
@@ -370,7 +437,13 @@ def extract_features(
 
     def build(after: dict[str, Any] | None) -> dict[str, Any]:
         return composite_request(
-            feature_set, start, end, after=after, page_size=page_size, departments=departments
+            feature_set,
+            start,
+            end,
+            after=after,
+            page_size=page_size,
+            departments=departments,
+            excluded_departments=excluded_departments,
         )
 
     for buckets in _pages(client, index, feature_set, build, "windows"):
