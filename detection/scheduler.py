@@ -5,6 +5,12 @@ that late arrivals are still seen, and AlertStore's deterministic grouping makes
 them twice harmless. The end of the last completed window is kept in
 `<prefix>-detection-state`, so a restarted scheduler resumes where it stopped; a long gap
 is caught up in chunks of at most one window.
+
+Two optional parts of a detector (beyond `name` and `run`): `once_per_pass = True` runs it
+only with the last window of a pass (a catch-up or a backfill), for detectors that look at
+something other than the window (the `intel` detector); `alerts_stored(kept, now)`, called
+with the alerts that passed the exceptions once they are stored, returns details that the
+pass report shows next to the detector's counts.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class DetectorRun:
     suppressed: int = 0
     seconds: float = 0.0
     error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # from the detector's alerts_stored
 
 
 @dataclass
@@ -143,13 +150,15 @@ class DetectionScheduler:
         self.state = state
         self.clock = clock
 
-    def run_window(self, window: DetectionWindow) -> PassReport:
-        """Every detector over one window; a failing detector is reported, the rest go on."""
+    def run_window(
+        self, window: DetectionWindow, detectors: list[Detector] | None = None
+    ) -> PassReport:
+        """Every detector (or those given) over one window; a failing one is reported, the rest go on."""
         began = time.perf_counter()
         report = PassReport(window.start, window.end)
         self.alerts.install()
         entries = self.exceptions.entries()
-        for detector in self.detectors:
+        for detector in self.detectors if detectors is None else detectors:
             run = DetectorRun(detector.name)
             started = time.perf_counter()
             try:
@@ -158,6 +167,9 @@ class DetectionScheduler:
                 split = apply_exceptions(found, entries, now)
                 upserted = self.alerts.upsert(split.kept, now)
                 self.exceptions.record(split.suppressed, now)
+                stored = getattr(detector, "alerts_stored", None)
+                if stored is not None:
+                    run.details = stored(split.kept, now) or {}
                 run.found = len(found)
                 run.created, run.updated = upserted.created, upserted.updated
                 run.unchanged, run.suppressed = upserted.unchanged, len(split.suppressed)
@@ -169,20 +181,41 @@ class DetectionScheduler:
         report.seconds = time.perf_counter() - began
         return report
 
-    def run_pending(self, window: timedelta, overlap: timedelta) -> list[PassReport]:
-        """Catch up from the saved state to now, saving progress after each window."""
+    def detectors_for(self, index: int, count: int) -> list[Detector] | None:
+        """The detectors of a pass's window `index` of `count`: once-per-pass ones with the last."""
+        if index == count - 1:
+            return None
+        return [d for d in self.detectors if not getattr(d, "once_per_pass", False)]
+
+    def run_pending(
+        self,
+        window: timedelta,
+        overlap: timedelta,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> list[PassReport]:
+        """Catch up from the saved state to now, saving progress after each window.
+
+        `stop` is asked between windows: a stopped catch-up resumes from the last saved end.
+        """
         reports: list[PassReport] = []
-        for planned in plan_windows(self.clock(), self.state.last_end(), window, overlap):
-            report = self.run_window(planned)
+        planned = plan_windows(self.clock(), self.state.last_end(), window, overlap)
+        for index, planned_window in enumerate(planned):
+            if stop():
+                break
+            report = self.run_window(planned_window, self.detectors_for(index, len(planned)))
             reports.append(report)
-            self.state.save(planned.end, self.clock())
+            self.state.save(planned_window.end, self.clock())
         return reports
 
     def run_range(
         self, start: datetime, end: datetime, window: timedelta, overlap: timedelta
     ) -> list[PassReport]:
         """An explicit (backfill) range; the saved state is left alone."""
-        return [self.run_window(w) for w in split_range(start, end, window, overlap)]
+        windows = split_range(start, end, window, overlap)
+        return [
+            self.run_window(w, self.detectors_for(index, len(windows)))
+            for index, w in enumerate(windows)
+        ]
 
     def run_forever(
         self,

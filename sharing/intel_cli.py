@@ -3,6 +3,7 @@
 publish (alerts and incidents -> STIX in the outbox), pull and push (TAXII peers), import
 (STIX bundles, CSV/TXT IOC lists, MISP feeds, signed offline bundles), export (a bundle
 file, optionally signed), hunt (decay, retro-hunt, alerts and sightings), keygen, status.
+`pull` and `import` retro-hunt the new and revised indicators at once (`--no-hunt` skips).
 The group joins lianfang/cli.py through `register_intel_commands`; heavy imports happen
 inside the commands so that the CLI starts fast.
 
@@ -74,6 +75,46 @@ def _level(text: str | None) -> Any:
     except UnknownTlpLevel as error:
         _cli().fail(str(error), _cli().EXIT_USAGE)
         return None
+
+
+def _hunt_new_indicators(settings: Settings, client: Any, versions: int) -> Any:
+    """Retro-hunt new and revised indicators now, within the budget (None: nothing new)."""
+    from collectors.masking import MaskingKeyMissing
+    from sharing.intel_hunt import HuntRunReport, IntelHunter
+
+    if versions <= 0:
+        return None
+    try:
+        # Ingest-time matches are left to the scheduler's pass, which owns their bookmark.
+        return IntelHunter(settings, client).run(ingest_matches=False)
+    except MaskingKeyMissing as error:  # the sightings need it; the hunt is redone later
+        report = HuntRunReport()
+        report.problems.append(f"retro-hunt not finished: {error}")
+        return report
+
+
+def _show_hunt(report: Any) -> None:
+    data = report.as_dict()
+    _print_pairs(
+        "retro-hunt of the new indicators",
+        {
+            "hunted": data["retro_hunt"]["hunted"],
+            "unfinished": data["retro_hunt"]["unfinished"],
+            "matches": data["retro_hunt"]["matches"],
+            "alerts created": report.alerts_created,
+            "alerts updated": report.alerts_updated,
+            "sightings": report.sightings,
+            "sightings queued": report.sightings_queued,
+        },
+    )
+    for problem in report.problems:
+        Console(stderr=True).print(problem, markup=False)
+
+
+def _hunt_incomplete(report: Any) -> bool:
+    return report is not None and bool(
+        report.retro.unfinished or report.retro.failed or report.problems
+    )
 
 
 def _print_pairs(title: str, data: dict[str, Any]) -> None:
@@ -152,7 +193,9 @@ def register_intel_commands(main: click.Group) -> None:
             sys.exit(_cli().EXIT_USAGE)
         sys.exit(_cli().EXIT_PARTIAL if report.refused else _cli().EXIT_OK)
 
-    def _sync(settings: Settings, peer: str | None, as_json: bool, direction: str) -> None:
+    def _sync(
+        settings: Settings, peer: str | None, as_json: bool, direction: str, hunt: bool = False
+    ) -> None:
         from sharing.taxii_sync import PeerConfigError, TaxiiSync
 
         client = _client(settings)
@@ -162,8 +205,15 @@ def register_intel_commands(main: click.Group) -> None:
         except PeerConfigError as error:
             _cli().fail(str(error), _cli().EXIT_USAGE)
             return
+        hunted = None
+        if hunt:
+            versions = sum(r.intake.indicators_new + r.intake.indicators_updated for r in reports)
+            hunted = _hunt_new_indicators(settings, client, versions)
         rows = [r.as_dict() for r in reports]
-        _cli().emit({"collections": rows}, as_json)
+        output: dict[str, Any] = {"collections": rows}
+        if direction == "pull":
+            output["hunt"] = hunted.as_dict() if hunted is not None else None
+        _cli().emit(output, as_json)
         if not as_json:
             table = Table(
                 "peer", "collection", "pages", "objects", "quarantined", "held back", "error"
@@ -179,6 +229,8 @@ def register_intel_commands(main: click.Group) -> None:
                     report.error or "",
                 )
             Console().print(table)
+            if hunted is not None:
+                _show_hunt(hunted)
         if not reports and not settings.intel.peers:
             console = Console(stderr=True)
             console.print(
@@ -187,15 +239,20 @@ def register_intel_commands(main: click.Group) -> None:
         if any(r.error for r in reports):
             sys.exit(_cli().EXIT_UNAVAILABLE)
         partial = any(r.failures or r.held_back or r.intake.quarantined for r in reports)
+        partial = partial or _hunt_incomplete(hunted)
         sys.exit(_cli().EXIT_PARTIAL if partial else _cli().EXIT_OK)
 
     @intel.command("pull")
     @click.option("--peer", help="only this peer (default: every configured peer)")
+    @click.option("--no-hunt", is_flag=True, help="do not retro-hunt new indicators now")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
-    def intel_pull(settings: Settings, peer: str | None, as_json: bool) -> None:
-        """Fetch what peers added since the last pull (bookmarks survive restarts)."""
-        _sync(settings, peer, as_json, "pull")
+    def intel_pull(settings: Settings, peer: str | None, no_hunt: bool, as_json: bool) -> None:
+        """Fetch what peers added since the last pull (bookmarks survive restarts).
+
+        New and revised indicators are retro-hunted at once, within the budget.
+        """
+        _sync(settings, peer, as_json, "pull", hunt=not no_hunt)
 
     @intel.command("push")
     @click.option("--peer", help="only this peer (default: every configured peer)")
@@ -227,6 +284,7 @@ def register_intel_commands(main: click.Group) -> None:
     @click.option(
         "--require-signature", is_flag=True, help="refuse files without a valid signature"
     )
+    @click.option("--no-hunt", is_flag=True, help="do not retro-hunt new indicators now")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
     def intel_import(
@@ -239,9 +297,13 @@ def register_intel_commands(main: click.Group) -> None:
         valid_days: int,
         trusted_key_paths: tuple[Path, ...],
         require_signature: bool,
+        no_hunt: bool,
         as_json: bool,
     ) -> None:
-        """Import a STIX bundle (file or URL), a CSV/TXT IOC list or a MISP feed."""
+        """Import a STIX bundle (file or URL), a CSV/TXT IOC list or a MISP feed.
+
+        New and revised indicators are retro-hunted at once, within the budget.
+        """
         from sharing.feed_import import FeedError, FeedOptions, load_feed
         from sharing.indicator_confidence import ConfidenceRule
         from sharing.intel_store import IntelStore
@@ -280,6 +342,10 @@ def register_intel_commands(main: click.Group) -> None:
         )
         prefix = "offline" if signed_by else "feed"
         report = store.intake(load.objects, source=f"{prefix}:{options.name}")
+        hunted = None
+        if not no_hunt:
+            versions = report.indicators_new + report.indicators_updated
+            hunted = _hunt_new_indicators(settings, client, versions)
         result = {
             "source": source,
             "format": load.format,
@@ -287,13 +353,20 @@ def register_intel_commands(main: click.Group) -> None:
             "skipped": load.skipped,
             "problems": load.problems[:50],
             **report.as_dict(),
+            "hunt": hunted.as_dict() if hunted is not None else None,
         }
         _cli().emit(result, as_json)
         if not as_json:
-            _print_pairs(f"imported {source}", {k: v for k, v in result.items() if k != "problems"})
+            _print_pairs(
+                f"imported {source}",
+                {k: v for k, v in result.items() if k not in ("problems", "hunt")},
+            )
             for problem in load.problems[:50]:
                 Console(stderr=True).print(problem)
-        sys.exit(_cli().EXIT_PARTIAL if (report.quarantined or load.problems) else _cli().EXIT_OK)
+            if hunted is not None:
+                _show_hunt(hunted)
+        partial = report.quarantined or load.problems or _hunt_incomplete(hunted)
+        sys.exit(_cli().EXIT_PARTIAL if partial else _cli().EXIT_OK)
 
     @intel.command("export")
     @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
@@ -377,6 +450,7 @@ def register_intel_commands(main: click.Group) -> None:
                         "ingest_matches",
                         "alerts_created",
                         "alerts_updated",
+                        "alerts_suppressed",
                         "sightings",
                         "sightings_queued",
                     )

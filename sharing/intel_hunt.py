@@ -1,6 +1,7 @@
 """One intelligence pass: decay and expiry, retro-hunts, alerts and sightings for every match.
 
-`IntelHunter.run` is what `lianfang intel hunt` does (and what a scheduler calls):
+`IntelHunter.run` is what `lianfang intel hunt` does (and, split into `find`, the
+scheduler's `intel` detector in sharing/intel_detector.py, and `import`/`pull`):
 
 1. re-derive every indicator's effective confidence and state (decay, expiry);
 2. retro-hunt each active indicator whose current version was never hunted, over the past
@@ -9,9 +10,14 @@
 3. collect the matches the ingest-time stage wrote (`threat.enrichments`) since the last
    pass, by `event.ingested`;
 4. for each (indicator, department) match: an alert (`rule.type: intel`) in the alerts
-   index, and a STIX `sighting` stored locally — raising the indicator's confidence — and,
+   index unless an exception (detection/alert_exceptions.py) suppresses it, and for each
+   kept alert a STIX `sighting` stored locally — raising the indicator's confidence — and,
    for an indicator a TAXII peer sent, queued for that peer: the sighting goes back to the
    indicator's producer.
+
+Progress (versions hunted, the ingest-time bookmark) is saved by `commit`, after the alerts
+and sightings: a pass that fails before then is done again by the next one, and alerts and
+sightings have deterministic ids, so doing it again duplicates nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from collectors.atomic_file import write_json_atomically
+from detection.alert_exceptions import ExceptionStore, apply_exceptions
 from detection.alerts import Alert, AlertStore
 from lianfang.schema import format_timestamp
 from lianfang.settings import Settings
@@ -73,6 +80,7 @@ class HuntRunReport:
     ingest_matches: int = 0
     alerts_created: int = 0
     alerts_updated: int = 0
+    alerts_suppressed: int = 0
     sightings: int = 0
     sightings_queued: int = 0
     problems: list[str] = field(default_factory=list)
@@ -85,10 +93,21 @@ class HuntRunReport:
             "ingest_matches": self.ingest_matches,
             "alerts_created": self.alerts_created,
             "alerts_updated": self.alerts_updated,
+            "alerts_suppressed": self.alerts_suppressed,
             "sightings": self.sightings,
             "sightings_queued": self.sightings_queued,
             "problems": self.problems,
         }
+
+
+@dataclass
+class HuntFindings:
+    """What `find` found, before anything is raised; `commit` saves the progress it made."""
+
+    report: HuntRunReport
+    matches: list[HuntMatch]
+    now: datetime
+    enrichments_read: bool  # whether the ingest-time bookmark moves to `now` on commit
 
 
 class IntelHunter:
@@ -122,6 +141,22 @@ class IntelHunter:
         ingest_matches: bool = True,
     ) -> HuntRunReport:
         """One pass (see the module docstring)."""
+        findings = self.find(
+            now, days=days, budget_seconds=budget_seconds, ingest_matches=ingest_matches
+        )
+        self.raise_matches(findings.matches, findings.now, findings.report)
+        self.commit(findings)
+        return findings.report
+
+    def find(
+        self,
+        now: datetime | None = None,
+        *,
+        days: int | None = None,
+        budget_seconds: float | None = None,
+        ingest_matches: bool = True,
+    ) -> HuntFindings:
+        """Steps 1-3 of a pass: states, retro-hunt, ingest-time matches; nothing raised yet."""
         now = now or datetime.now(UTC)
         intel = self.settings.intel
         report = HuntRunReport()
@@ -141,14 +176,21 @@ class IntelHunter:
             batch_size=intel.retro_hunt_batch_size,
             max_candidates=intel.matcher_max_candidates,
         )
-        self.store.mark_hunted(report.retro.hunted, now)
         matches = list(report.retro.matches)
         if ingest_matches:
             found = self.enrichment_matches(now)
             report.ingest_matches = len(found)
             matches += found
-        self.raise_matches(matches, now, report)
-        return report
+        return HuntFindings(report, self.worth_raising(matches), now, ingest_matches)
+
+    def commit(self, findings: HuntFindings) -> None:
+        """Save a pass's progress once its alerts and sightings are stored."""
+        self.store.mark_hunted(findings.report.retro.hunted, findings.now)
+        if findings.enrichments_read:
+            state = self._load_state()
+            state["enrichments_ingested_until"] = format_timestamp(findings.now)
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(self.state_file, state)
 
     # ------------------------------------------------------------------ ingest-time matches
 
@@ -160,8 +202,7 @@ class IntelHunter:
 
     def enrichment_matches(self, now: datetime) -> list[HuntMatch]:
         """Matches the ingest-time stage recorded since the last pass (by `event.ingested`)."""
-        state = self._load_state()
-        since = state.get("enrichments_ingested_until")
+        since = self._load_state().get("enrichments_ingested_until")
         bounds: dict[str, str] = {"lte": format_timestamp(now)}
         if since:
             bounds["gt"] = since
@@ -211,9 +252,6 @@ class IntelHunter:
             if len(hits) < ENRICHMENT_PAGE:
                 break
             after = hits[-1]["sort"]
-        state["enrichments_ingested_until"] = format_timestamp(now)
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(self.state_file, state)
         return list(matches.by_key.values())
 
     # ------------------------------------------------------------------ alerts and sightings
@@ -248,27 +286,42 @@ class IntelHunter:
             entity_fields={"threat.indicator.id": indicator.stix_id},
         )
 
-    def raise_matches(self, matches: list[HuntMatch], now: datetime, report: HuntRunReport) -> None:
-        """Alerts for the matches, and a sighting each (stored, and queued for the producer)."""
+    def worth_raising(self, matches: list[HuntMatch]) -> list[HuntMatch]:
+        """The matches that raise alerts: a department matching its own published indicator learns nothing new."""
         province = self.settings.intel.province_name
-        # A department matching its own published indicator learns nothing new.
-        matches = [
+        return [
             m
             for m in matches
             if m.indicator.producer is None
             or m.department_id is None
             or m.indicator.producer != department_identity_id(m.department_id, province)
         ]
+
+    def raise_matches(self, matches: list[HuntMatch], now: datetime, report: HuntRunReport) -> None:
+        """Alerts for the matches (less exceptions), and a sighting for each alert kept."""
         if not matches:
             return
+        pairs = [(m, self.match_alert(m)) for m in matches]
+        exceptions = ExceptionStore(self.client, self.settings.index_prefix)
+        split = apply_exceptions([alert for _, alert in pairs], exceptions.entries(), now)
+        exceptions.record(split.suppressed, now)
+        report.alerts_suppressed += len(split.suppressed)
         self.alerts.install()
-        alerts = [self.match_alert(m) for m in matches]
-        upserted = self.alerts.upsert(alerts, now)
+        upserted = self.alerts.upsert(split.kept, now)
         report.alerts_created += upserted.created
         report.alerts_updated += upserted.updated
         self.alerts.refresh()
+        kept = {alert.id for alert in split.kept}
+        self.share_sightings([(m, a) for m, a in pairs if a.id in kept], now, report)
+
+    def share_sightings(
+        self, pairs: list[tuple[HuntMatch, Alert]], now: datetime, report: HuntRunReport
+    ) -> None:
+        """A sighting per stored match alert: stored locally, and queued for the producing peer."""
+        if not pairs:
+            return
         local_objects: list[dict[str, Any]] = []
-        for match, alert in zip(matches, alerts, strict=True):
+        for match, alert in pairs:
             document = self.alerts.get(alert.id)
             if document is None:
                 continue
