@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from api.routes import (
     alerts,
     audit,
     collectors,
+    detection_schedule,
     disclosures,
     events,
     health,
@@ -26,6 +28,7 @@ from api.routes import (
     taxii,
 )
 from detection.alerts import AlertStore
+from detection.background_detection import BackgroundDetection
 from lianfang.collection_health import DeadLetterCounter
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.incidents import INCIDENT_FIELDS
@@ -61,9 +64,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             webhooks=webhooks,
             dead_letter_counter=DeadLetterCounter(settings.dead_letter_dir),
         )
+        # detect run's passes in a background thread (detection/background_detection.py).
+        detection = None
+        if settings.detection_rules.schedule_in_serve:
+            detection = BackgroundDetection.from_settings(settings, client)
+            detection.start()
+        app.state.detection_schedule = detection
         try:
             yield
         finally:
+            if detection is not None:
+                await asyncio.to_thread(detection.stop)  # before the client it uses closes
             trail.close()
             webhooks.close()
             client.close()
@@ -85,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(situation.router)
     app.include_router(ingest.router)
     app.include_router(collectors.router)
+    app.include_router(detection_schedule.router)
     taxii.mount(app)  # /taxii2/: a sub-application with TAXII's own media type and errors
     mount_dashboard(app)  # last: the page at / must not shadow any API route
     # Inner to outer: the body limit (inside the audit, so refusals are audited), the audit,

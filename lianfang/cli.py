@@ -822,7 +822,12 @@ def detect() -> None:
 @click.option("--overlap", "overlap_text", help="re-read before the last end (default: 10m)")
 @click.option("--from", "start_text", help="backfill from this ISO-8601 time (with --to)")
 @click.option("--to", "end_text", help="backfill up to this ISO-8601 time")
-@click.option("--source", "sources", multiple=True, help="detector source (behavioural, sigma)")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    help="detector source (anomaly, behavioural, intel, sigma)",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def detect_run(
@@ -843,10 +848,8 @@ def detect_run(
     """
     from rich.table import Column
 
-    from detection.alert_exceptions import ExceptionStore
-    from detection.alerts import AlertStore
-    from detection.detector import DetectorContext, UnknownDetectorSource, load_detectors
-    from detection.scheduler import DetectionScheduler, DetectionStateStore
+    from detection.detector import UnknownDetectorSource
+    from detection.scheduled_detection import build_scheduled_detection
     from lianfang.store import StoreUnavailable, connect
 
     config = settings.detection_rules
@@ -857,22 +860,16 @@ def detect_run(
         fail("--from and --to go together", EXIT_USAGE)
     try:
         client = connect(settings)
-        context = DetectorContext(settings, client, f"{settings.index_prefix}-events")
-        loaded = load_detectors(context, list(sources) or None)
+        scheduled = build_scheduled_detection(settings, client, list(sources) or None)
     except StoreUnavailable as error:
         fail(str(error), EXIT_UNAVAILABLE)
         return
     except UnknownDetectorSource as error:
         fail(str(error), EXIT_USAGE)
         return
-    for problem in loaded.problems:
+    for problem in scheduled.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}")
-    scheduler = DetectionScheduler(
-        loaded.detectors,
-        AlertStore(client, settings.index_prefix),
-        ExceptionStore(client, settings.index_prefix),
-        DetectionStateStore(client, settings.index_prefix),
-    )
+    scheduler = scheduled.scheduler
     failed = False
 
     def show(report: Any) -> None:
@@ -905,6 +902,10 @@ def detect_run(
                 run.error or "",
             )
         Console().print(table)
+        for run in report.runs:
+            if run.details:  # e.g. the intel pass: retro-hunted versions, sightings
+                details = ", ".join(f"{k} {v}" for k, v in run.details.items() if v not in ([], 0))
+                Console().print(f"{run.detector}: {details or 'nothing new'}", markup=False)
 
     try:
         if start_text:

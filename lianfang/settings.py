@@ -139,6 +139,8 @@ class DetectionRuleSettings(BaseModel):
     every: str = "5m"  # `detect run` interval
     window: str = "1h"  # first run (no saved state) and catch-up chunk length
     overlap: str = "10m"  # re-read before the last completed end, for late events
+    # `lianfang serve` also runs the scheduler (pending windows every `every`) in the background.
+    schedule_in_serve: bool = False
 
 
 class AnomalySettings(BaseModel):
