@@ -80,11 +80,13 @@ $(MASKING_KEY_FILE):
 # The demo day is yesterday (UTC); detection then runs over that day so alerts are waiting.
 demo: es-start $(MASKING_KEY_FILE)
 	$(WITH_KEY) $(LIANFANG) demo load --out $(DEMO_DIR)
-	$(LIANFANG) detect run --from "$$(date -u -d yesterday +%Y-%m-%dT00:00:00Z)" \
+	$(WITH_KEY) $(LIANFANG) detect run --from "$$(date -u -d yesterday +%Y-%m-%dT00:00:00Z)" \
 		--to "$$(date -u +%Y-%m-%dT00:00:00Z)"
 
+# While serving, the API keeps detecting: the scheduler's passes run every
+# detection_rules.every in the background (merged with any [detection_rules] of lianfang.toml).
 run: web demo
-	$(WITH_KEY) $(LIANFANG) serve
+	$(WITH_KEY) LIANFANG_DETECTION_RULES='{"schedule_in_serve": true}' $(LIANFANG) serve
 
 benchmarks: es-start
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
