@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lianfang.event_search import InvalidQuery
+from lianfang.scoped_store import OutOfScope
 from lianfang.store import StoreUnavailable
 
 
@@ -69,6 +70,11 @@ def _response(
     )
 
 
+def _document_kind(index: str) -> str:
+    """What an index holds, in the singular, from its name: `<prefix>-alerts` -> "alert"."""
+    return index.rpartition("-")[2].removesuffix("s")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception the app can raise to the JSON error body."""
 
@@ -101,6 +107,12 @@ def install_error_handlers(app: FastAPI) -> None:
             str(error.detail),
             headers=getattr(error, "headers", None),
         )
+
+    @app.exception_handler(OutOfScope)
+    async def out_of_scope(_: Request, error: OutOfScope) -> JSONResponse:
+        # Absent and another department's answer alike: nobody can tell the document exists.
+        message = f"no {_document_kind(error.index)} {error.document_id}"
+        return _response(404, "not_found", message)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:

@@ -106,11 +106,16 @@ def test_department_analyst_cannot_see_or_touch_other_departments(
     body = api.get("/api/v1/alerts", headers=finance).json()
     assert body["total"] == 2
     assert set(body["counts"]["department"]) == {"finance"}
-    assert api.get(f"/api/v1/alerts/{seeded['energy']}", headers=finance).status_code == 404
+    hidden = api.get(f"/api/v1/alerts/{seeded['energy']}", headers=finance)
+    assert hidden.status_code == 404
+    assert hidden.json() == {
+        "error": {"status": 404, "code": "not_found", "message": f"no alert {seeded['energy']}"}
+    }
     change = api.patch(
         f"/api/v1/alerts/{seeded['energy']}", headers=finance, json={"status": "acknowledged"}
     )
     assert change.status_code == 404
+    assert change.json() == hidden.json()
     bulk = api.post(
         "/api/v1/alerts/bulk",
         headers=finance,

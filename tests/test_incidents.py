@@ -186,6 +186,11 @@ def test_joint_incident_through_the_api(api: tuple[TestClient, dict]) -> None:
         json={"title": "x", "alert_ids": [alert_ids[1]]},
     )
     assert refused.status_code == 404
+    assert refused.json()["error"] == {
+        "status": 404,
+        "code": "not_found",
+        "message": f"no alert {alert_ids[1]}",
+    }
     created = client.post(
         "/api/v1/incidents",
         headers=headers["province"],
@@ -203,7 +208,9 @@ def test_joint_incident_through_the_api(api: tuple[TestClient, dict]) -> None:
     # Lead and participant see it; an uninvolved department does not.
     assert client.get(url, headers=headers["gov"]).status_code == 200
     assert client.get(url, headers=headers["fin"]).status_code == 200
-    assert client.get(url, headers=headers["energy"]).status_code == 404
+    hidden = client.get(url, headers=headers["energy"])
+    assert hidden.status_code == 404
+    assert hidden.json()["error"]["message"] == f"no incident {incident['id']}"
     listed = client.get("/api/v1/incidents", headers=headers["energy"]).json()
     assert listed["total"] == 0
     assert (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, model_validator
 
 from api.authentication import analyst
@@ -148,10 +148,7 @@ def get_alert(
     alert_id: Annotated[str, Path(max_length=64)],
 ) -> dict[str, Any]:
     """One alert (404 when absent or another department's)."""
-    try:
-        return _scoped(app, principal).get(_alerts_index(app), alert_id)
-    except OutOfScope as error:
-        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from error
+    return _scoped(app, principal).get(_alerts_index(app), alert_id)
 
 
 @router.get("/{alert_id}/evidence")
@@ -163,10 +160,7 @@ def alert_evidence(
 ) -> dict[str, Any]:
     """The events an alert was raised on (those the caller may see)."""
     scoped = _scoped(app, principal)
-    try:
-        alert = scoped.get(_alerts_index(app), alert_id)
-    except OutOfScope as error:
-        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from error
+    alert = scoped.get(_alerts_index(app), alert_id)
     ids = alert["alert"]["evidence"]["event_ids"][: min(size, app.settings.api_page_cap)]
     index = alert["alert"]["evidence"].get("index") or app.names.events_alias
     response = scoped.search(
@@ -213,12 +207,7 @@ def update_alert(
     change: AlertChange,
 ) -> dict[str, Any]:
     """Change status, resolution or assignee, or add a comment; recorded in the history."""
-    try:
-        return _scoped(app, principal).update(
-            _alerts_index(app), alert_id, _apply(change, principal)
-        )
-    except OutOfScope as error:
-        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from error
+    return _scoped(app, principal).update(_alerts_index(app), alert_id, _apply(change, principal))
 
 
 @router.post("/bulk")

@@ -16,7 +16,7 @@ from lianfang import incidents as lifecycle
 from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal
 from lianfang.schema import format_timestamp
-from lianfang.scoped_store import OutOfScope, ScopedStore
+from lianfang.scoped_store import ScopedStore
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
 
@@ -77,11 +77,9 @@ def _view(document: dict[str, Any]) -> dict[str, Any]:
 def _change(
     app: AppServices, principal: Principal, incident_id: str, transform: Any
 ) -> dict[str, Any]:
-    """Apply a lifecycle transformation: 404 outside the caller's scope, 409 when not allowed."""
+    """Apply a lifecycle transformation: 409 when not allowed (OutOfScope answers 404)."""
     try:
         return _scoped(app, principal).update(_index(app), incident_id, transform)
-    except OutOfScope as error:
-        raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from error
     except lifecycle.IncidentError as error:
         raise HTTPException(status_code=409, detail=error.reason) from error
 
@@ -101,12 +99,7 @@ def create_incident(
     """Open a joint incident from alerts; lead defaults to the caller's department."""
     scoped = _scoped(app, principal)
     alerts_index = AlertStore(app.client, app.settings.index_prefix).index
-    alerts = []
-    for alert_id in dict.fromkeys(request.alert_ids):
-        try:
-            alerts.append(scoped.get(alerts_index, alert_id))
-        except OutOfScope as error:
-            raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from error
+    alerts = [scoped.get(alerts_index, alert_id) for alert_id in dict.fromkeys(request.alert_ids)]
     alert_departments = [
         a.get("organization", {}).get("id") for a in alerts if a.get("organization")
     ]
@@ -258,10 +251,7 @@ def get_incident(
     incident_id: Annotated[str, Path(max_length=64)],
 ) -> dict[str, Any]:
     """One incident with its timeline, tasks and SLA state."""
-    try:
-        return _view(_scoped(app, principal).get(_index(app), incident_id))
-    except OutOfScope as error:
-        raise HTTPException(status_code=404, detail=f"no incident {incident_id}") from error
+    return _view(_scoped(app, principal).get(_index(app), incident_id))
 
 
 @router.patch("/{incident_id}")
