@@ -335,6 +335,7 @@ class ScoredWindow:
     features: dict[str, float]
     explanation: Explanation
     model_version: int
+    model_department: str = ""  # the model's department, POOLED when one model scored all
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for --json."""
@@ -407,6 +408,7 @@ def score_table(
                 features=dict(zip(feature_set.feature_names, features[row].tolist(), strict=True)),
                 explanation=explanation,
                 model_version=model.metadata.version,
+                model_department=model.metadata.department,
             )
         )
     return results

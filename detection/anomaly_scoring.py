@@ -219,6 +219,11 @@ def alert_for(
     """The anomaly alert of a window above its model's threshold."""
     score = window.normalised_score
     severity = "high" if score >= HIGH_SEVERITY_SCORE else "medium"
+    baseline = (
+        "pooled baseline of all departments"
+        if window.model_department == POOLED
+        else f"{window.model_department or window.department} baseline"
+    )
     return Alert(
         rule_id=f"{RULE_PREFIX}{feature_set.name}",
         rule_name=feature_set.title,
@@ -230,7 +235,7 @@ def alert_for(
         last_seen=window.last_event,
         explanation=(
             f"{window.explanation.text} (anomaly score {score:.1f} times the alert threshold "
-            f"of the {window.department} baseline, model v{window.model_version})"
+            f"of the {baseline}, model v{window.model_version})"
         ),
         organization_id=None
         if window.department in (UNKNOWN_DEPARTMENT, POOLED)

@@ -250,6 +250,7 @@ def test_pooled_model_scores_departments_without_their_own(
     window = DetectionWindow(EXFILTRATION_HOUR, EXFILTRATION_HOUR + HOUR)
     pooled_alerts = pooled.run(window)
     assert {(a.organization_id, a.entity_value) for a in pooled_alerts} == {("energy", "10.30.1.5")}
+    assert "pooled baseline of all departments, model v1" in pooled_alerts[0].explanation
     finance_alerts = by_name["anomaly.network_source@finance"].run(window)
     assert EXFILTRATING in {a.entity_value for a in finance_alerts}
     assert {a.organization_id for a in finance_alerts} == {"finance"}
