@@ -17,6 +17,7 @@ is picked up at the next pass; models for new feature sets or departments at the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from elasticsearch import Elasticsearch
 
@@ -36,7 +37,11 @@ from detection.anomaly_scoring import (
     score_elasticsearch_feature_set,
 )
 from detection.detector import DetectionWindow, DetectorContext, DetectorLoad
-from detection.feature_extraction import complete_windows
+from detection.feature_extraction import (
+    FeatureExtractionError,
+    complete_windows,
+    departments_with_events,
+)
 from detection.feature_sets import FeatureSet, load_feature_sets
 
 TRAIN_HINT = (
@@ -151,6 +156,8 @@ def load_detectors(context: DetectorContext) -> DetectorLoad:
         feature_set = sets.sets[name]
         _check_techniques(feature_set, resolve, problems)
         own = sorted(m.metadata.department for m in models if m.metadata.department != POOLED)
+        if len(own) == len(models):  # no pooled model to fall back on
+            _report_unmodelled_departments(context, feature_set, own, problems)
         for model in models:
             detectors.append(
                 AnomalyModelDetector(
@@ -180,6 +187,31 @@ def _usable_model(
         problems.append(f"{error}; not scored")
         return None
     return model
+
+
+def _report_unmodelled_departments(
+    context: DetectorContext, feature_set: FeatureSet, modelled: list[str], problems: list[str]
+) -> None:
+    """Name the departments with recent events (within the lookback) that no model scores."""
+    end = datetime.now(UTC)
+    try:
+        present = departments_with_events(
+            context.client,
+            context.events_index,
+            feature_set,
+            end - feature_set.lookback_delta,
+            end,
+        )
+    except FeatureExtractionError as error:
+        problems.append(f"cannot list the departments to score: {error}")
+        return
+    unmodelled = [department for department in present if department not in modelled]
+    if unmodelled:
+        problems.append(
+            f"feature set {feature_set.name}: no model for {', '.join(unmodelled)} (events in "
+            f"the last {feature_set.lookback}), so their windows are not scored: train with "
+            "`lianfang detect train` (their own models) or `--pooled` (one for every department)"
+        )
 
 
 def _check_techniques(

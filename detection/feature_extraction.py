@@ -452,6 +452,36 @@ def extract_features(
     return sort_feature_table(pa.Table.from_batches(batches, schema=schema))
 
 
+def departments_with_events(
+    client: Elasticsearch, index: str, feature_set: FeatureSet, start: datetime, end: datetime
+) -> list[str]:
+    """The departments with feature-set events in [start, end), sorted (UNKNOWN_DEPARTMENT too)."""
+    try:
+        response = client.search(
+            index=index,
+            ignore_unavailable=True,
+            allow_no_indices=True,
+            size=0,
+            track_total_hits=False,
+            query=_query(feature_set, start, end, None),
+            aggs={
+                "departments": {
+                    "terms": {
+                        "field": DEPARTMENT_COLUMN,
+                        "missing": UNKNOWN_DEPARTMENT,
+                        "size": 10_000,
+                    }
+                }
+            },
+        )
+    except Exception as error:  # the client raises many transport and API error types
+        raise FeatureExtractionError(
+            feature_set.name, f"{type(error).__name__}: {error}"
+        ) from error
+    buckets = response.get("aggregations", {}).get("departments", {}).get("buckets", [])
+    return sorted(str(bucket["key"]) for bucket in buckets)
+
+
 # ------------------------------------------------------------------ offline
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from click.testing import CliRunner
@@ -293,3 +293,21 @@ def test_department_scopes_include_and_exclude_events_without_a_department(
     assert departments(departments=[UNKNOWN_DEPARTMENT, "energy"]) == [UNKNOWN_DEPARTMENT, "energy"]
     assert departments(excluded_departments=["finance"]) == [UNKNOWN_DEPARTMENT, "energy"]
     assert departments(excluded_departments=[UNKNOWN_DEPARTMENT, "finance"]) == ["energy"]
+
+
+def test_departments_with_recent_events_but_no_model_are_named(
+    settings: Settings, client: Elasticsearch, store: EventStore
+) -> None:
+    feature_set = network_source(settings)
+    rng = random.Random(5)
+    recent = datetime.now(UTC) - HOUR
+    energy = [flow(recent, "10.30.1.7", 10, rng) | {"organization": {"id": "energy"}}]
+    index(client, store, flows(BASELINE, 1, False) + energy)
+    repository = ModelRepository(models_root(settings.home_dir))
+    train_from_elasticsearch(
+        client, store.names.events_alias, [feature_set], BASELINE, SCORED, repository
+    )
+    load = anomaly_load(settings, client)
+    assert [d.name for d in load.detectors] == ["anomaly.network_source@finance"]
+    [unscored] = [p for p in load.problems if p.startswith("anomaly: feature set network_source")]
+    assert "no model for energy (events in the last 7d)" in unscored and "--pooled" in unscored
