@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from elasticsearch import Elasticsearch
+from taxii2client.v21 import Collection
 
 from detection.alert_exceptions import ExceptionStore, parse_field_values
 from detection.scheduled_detection import build_scheduled_detection
@@ -20,10 +22,14 @@ from sharing.intel_hunt import MATCH_RULE_ID
 from sharing.stix_outbox import Outbox
 from tests.conftest import TEST_MASKING_KEY
 from tests.test_intel_matching import event, indicator, ingest_events, intel_store
+from tests.test_taxii_sync import PASSWORD, PASSWORD_ENV, SHARED, USER, medallion
+
+__all__ = ["medallion"]  # the TAXII server fixture, shared with tests/test_taxii_sync.py
 
 
-def cli(settings: Settings, *arguments: str) -> tuple[int, str]:
+def cli(settings: Settings, *arguments: str, **extra: str) -> tuple[int, str]:
     environment = {
+        **extra,
         "LIANFANG_ES_URL": settings.es_url or "",
         "LIANFANG_INDEX_PREFIX": settings.index_prefix,
         "LIANFANG_HOME_DIR": str(settings.home_dir),
@@ -160,3 +166,49 @@ def test_intel_import_hunts_the_new_indicators_at_once(
     assert run["details"]["retro_hunted"] == 1 and run["created"] == 0
     assert not intel.pending_hunts()
     assert len(intel_alerts(client, settings)) == 1
+
+
+@pytest.mark.slow
+def test_intel_pull_hunts_what_it_took_in(
+    client: Elasticsearch,
+    settings: Settings,
+    store: EventStore,
+    medallion: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    ingest_events(
+        settings,
+        store,
+        tmp_path / "events.ndjson",
+        [event(30, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.82"})],
+    )
+    shared = indicator("hub", "[ipv4-addr:value = '203.0.113.82']", confidence=75)
+    Collection(f"{medallion}collections/{SHARED}/", user=USER, password=PASSWORD).add_objects(
+        bundle(shared)
+    )
+    config = tmp_path / "lianfang.toml"
+    config.write_text(
+        f"""[intel]
+sync_backoff_seconds = 0.01
+[[intel.peers]]
+name = "hub"
+api_root = "{medallion}"
+username = "{USER}"
+password_env = "{PASSWORD_ENV}"
+collections = [{{ id = "{SHARED}", direction = "pull" }}]
+"""
+    )
+    code, out = cli(settings, "intel", "pull", "--json", LIANFANG_CONFIG=str(config))
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["collections"][0]["intake"]["indicators_new"] == 1
+    hunt = result["hunt"]
+    assert hunt["retro_hunt"]["matches"] == 1 and hunt["alerts_created"] == 1
+    assert hunt["sightings"] == 1 and hunt["sightings_queued"] == 1  # back to the hub
+    [shared_back] = queued_sightings(client, settings, "hub")
+    assert shared_back["sighting_of_ref"] == shared["id"]
+
+    code, out = cli(settings, "intel", "pull", "--json", LIANFANG_CONFIG=str(config))
+    assert code == 0 and json.loads(out)["hunt"] is None  # nothing new came in
