@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from collectors.inputs.pipelines import PipelineFactory
+from collectors.intel_hook import IndicatorLookup
 from collectors.log_format import Record
 from collectors.normalise import Department
 from lianfang.bulk_writer import BulkWriter
@@ -157,9 +158,13 @@ class RecordingDeadLetters(DeadLetterFile):
 class BatchIngestor:
     """Stores batches for departments; one per application, safe to share between threads."""
 
-    def __init__(self, settings: Settings, store: EventStore) -> None:
+    def __init__(
+        self, settings: Settings, store: EventStore, indicators: IndicatorLookup | None = None
+    ) -> None:
+        """`indicators`: the active intelligence every event is matched against."""
         self.settings = settings
         self.store = store
+        self.indicators = indicators
         self._factories: dict[str | None, PipelineFactory] = {}
         self._lock = threading.Lock()
         self.factory(None)  # configuration errors (masking key, inventory) at start
@@ -169,7 +174,7 @@ class BatchIngestor:
         with self._lock:
             factory = self._factories.get(format_name)
             if factory is None:
-                factory = PipelineFactory(self.settings, format_name)
+                factory = PipelineFactory(self.settings, format_name, indicators=self.indicators)
                 self._factories[format_name] = factory
             return factory
 

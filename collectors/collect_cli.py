@@ -4,7 +4,8 @@ These commands join the `collect` group of lianfang/cli.py through
 `register_collect_commands`. Each builds a `CollectorRuntime` with push inputs (a syslog
 server, standard input, the file groups of a configuration file), runs it until its
 inputs are done or SIGINT/SIGTERM, and reports like `collect files`, with the same exit
-codes. `collect status` shows their counters while they run.
+codes. `collect status` shows their counters while they run. Every input matches its
+events against the active intelligence, reloaded while it runs (`ingest_indicators`).
 """
 
 from __future__ import annotations
@@ -82,8 +83,25 @@ def _peer_networks(peers: tuple[str, ...]) -> dict[str, Any]:
     return networks
 
 
-def run_collector(settings: Settings, push_inputs: list[Any], as_json: bool) -> None:
-    """Run a runtime with these push inputs until done or signalled; report and exit."""
+def ingest_indicators(settings: Settings) -> Any:  # RefreshingLookup | None
+    """The active intelligence for long-running inputs (None: matching at ingest is off)."""
+    from lianfang.store import StoreUnavailable, connect
+    from sharing.indicator_matching import live_ingest_lookup
+
+    try:
+        client = connect(settings)
+    except StoreUnavailable:
+        return None  # no cluster configured: run_collector reports it
+    return live_ingest_lookup(settings, client)
+
+
+def run_collector(
+    settings: Settings, push_inputs: list[Any], as_json: bool, indicators: Any = None
+) -> None:
+    """Run a runtime with these push inputs until done or signalled; report and exit.
+
+    `indicators`, the lookup the inputs were given, puts its reload counters in the status.
+    """
     from collectors.runtime import CollectorRuntime, CollectorSnapshot
     from lianfang.store import EventStore, StoreUnavailable
 
@@ -102,7 +120,9 @@ def run_collector(settings: Settings, push_inputs: list[Any], as_json: bool) -> 
         cli.fail(str(error), cli.EXIT_UNAVAILABLE)
         return
     try:
-        runtime = CollectorRuntime(settings, store, [], push_inputs=push_inputs)
+        runtime = CollectorRuntime(
+            settings, store, [], push_inputs=push_inputs, indicators=indicators
+        )
     except _configuration_errors() as error:
         close_inputs()
         cli.fail(str(error), cli.EXIT_USAGE)
@@ -146,8 +166,13 @@ def run_collector(settings: Settings, push_inputs: list[Any], as_json: bool) -> 
     sys.exit(cli.EXIT_PARTIAL if totals["failed"] or totals.get("dropped") else cli.EXIT_OK)
 
 
-def build_configured_inputs(settings: Settings, config_path: Path) -> list[Any]:
-    """The push inputs of a collector configuration file, built and (for syslog) bound."""
+def build_configured_inputs(
+    settings: Settings, config_path: Path, indicators: Any = None
+) -> list[Any]:
+    """The push inputs of a collector configuration file, built and (for syslog) bound.
+
+    `indicators` (an `IndicatorLookup`) is shared by every input.
+    """
     from collectors.collector_config import load_collector_config
     from collectors.inputs.file_group import FileGroupInput
     from collectors.inputs.syslog_server import SyslogServer
@@ -164,6 +189,7 @@ def build_configured_inputs(settings: Settings, config_path: Path) -> list[Any]:
                 follow=item.follow,
                 format_name=item.format,
                 department=config.department(item.department),
+                indicators=indicators,
             )
         )
     if config.syslog:
@@ -177,6 +203,7 @@ def build_configured_inputs(settings: Settings, config_path: Path) -> list[Any]:
             peers=config.peer_networks(),
             departments=departments,
             inventory=inventory,
+            indicators=indicators,
         )
         server.bind()
         inputs.append(server)
@@ -241,6 +268,7 @@ def register_collect_commands(collect: click.Group) -> None:
             udp, tcp = not tls, True
         transports = [*(["udp"] if udp else []), *(["tls" if tls else "tcp"] if tcp else [])]
         owner = _department(department, department_name, sector)
+        indicators = ingest_indicators(settings)
         try:
             listeners = [
                 SyslogListenerConfig(
@@ -263,13 +291,14 @@ def register_collect_commands(collect: click.Group) -> None:
                 peers=_peer_networks(peers),
                 departments={owner.id: owner} if owner else {},
                 inventory=_inventory(settings),
+                indicators=indicators,
             )
             server.bind()
         except _configuration_errors() as error:
             cli.fail(str(error), cli.EXIT_USAGE)
             return
         _say_where_listening([server])
-        run_collector(settings, [server], as_json)
+        run_collector(settings, [server], as_json, indicators)
 
     @collect.command("stdin")
     @click.option("--format", "format_name", help="log format (default: detected)")
@@ -295,19 +324,21 @@ def register_collect_commands(collect: click.Group) -> None:
 
         cli = _cli()
         _log_to_stderr()
+        indicators = ingest_indicators(settings)
         try:
             stdin = StdinInput(
                 settings,
                 sys.stdin.buffer,
                 format_name=format_name,
                 department=_department(department, department_name, sector),
+                indicators=indicators,
             )
         except _configuration_errors() as error:
             cli.fail(str(error), cli.EXIT_USAGE)
             return
         if sys.stdin.isatty():
             cli.console.print("reading standard input (end it with Ctrl-D)")
-        run_collector(settings, [stdin], as_json)
+        run_collector(settings, [stdin], as_json, indicators)
 
     @collect.command("run")
     @click.option(
@@ -329,12 +360,14 @@ def register_collect_commands(collect: click.Group) -> None:
 
         cli = _cli()
         _log_to_stderr()
+        indicators = None
         try:
             settings = settings_from_file(config_path)
             if check:
                 summary = check_configuration(settings, config_path)
             else:
-                inputs = build_configured_inputs(settings, config_path)
+                indicators = ingest_indicators(settings)
+                inputs = build_configured_inputs(settings, config_path, indicators)
         except _configuration_errors() as error:
             cli.fail(str(error), cli.EXIT_USAGE)
             return
@@ -347,7 +380,7 @@ def register_collect_commands(collect: click.Group) -> None:
                 cli.console.print(f"{config_path}: valid")
             return
         _say_where_listening(inputs)
-        run_collector(settings, inputs, as_json)
+        run_collector(settings, inputs, as_json, indicators)
 
 
 def table_columns() -> tuple[str, ...]:

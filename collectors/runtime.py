@@ -47,6 +47,8 @@ from collectors.checkpoints import CheckpointStore
 from collectors.enrichment import build_enrichment_stages, dead_letter_file_for
 from collectors.formats import get_format
 from collectors.inputs.file_follow import FileChunk, FileFollower
+from collectors.intel_hook import IndicatorLookup
+from collectors.intel_refresh import RefreshingLookup
 from collectors.log_format import ParseContext
 from collectors.masking import MaskingPolicy
 from collectors.normalise import Department, Normaliser
@@ -105,6 +107,8 @@ class CollectorSnapshot:
     spool: dict[str, Any]
     inputs: list[InputCounters]
     totals: dict[str, int] = field(default_factory=dict)
+    # The indicator lookup's size and reloads (`RefreshingLookup.status`), when it has one.
+    intelligence: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -216,8 +220,12 @@ class CollectorRuntime:
         max_backoff_seconds: float = 30.0,
         drain_seconds: float = 10.0,
         push_inputs: Sequence[PushInput] = (),
+        indicators: IndicatorLookup | None = None,
     ) -> None:
+        """`indicators`: the active intelligence the files' events are matched against (push
+        inputs take their own, like their format and department)."""
         self.settings = settings
+        self.indicators = indicators
         self.push_inputs = list(push_inputs)
         self.store = store
         self.follow = follow
@@ -232,7 +240,9 @@ class CollectorRuntime:
         # Configuration errors (no masking key, a broken inventory) surface here, at start.
         department_id = department.id if department else None
         masking = MaskingPolicy.from_settings(settings)
-        self.stages = build_enrichment_stages(settings, department_id, masking=masking)
+        self.stages = build_enrichment_stages(
+            settings, department_id, indicators=indicators, masking=masking
+        )
         self.dead_letters = dead_letter_file_for(settings, department_id, masking)
         self.spool = DiskSpool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
         try:
@@ -552,6 +562,11 @@ class CollectorRuntime:
             spool={**asdict(spool), "fill_ratio": round(spool.fill_ratio, 4)},
             inputs=inputs,
             totals=totals,
+            intelligence=(
+                self.indicators.status().as_dict()
+                if isinstance(self.indicators, RefreshingLookup)
+                else None
+            ),
         )
 
     def _status_loop(self) -> None:

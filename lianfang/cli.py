@@ -496,6 +496,8 @@ def collect_files(
         fail(str(error), EXIT_UNAVAILABLE)
         return
     owner = Department(department, department_name, sector) if department else None
+    from sharing.indicator_matching import live_ingest_lookup
+
     try:
         runtime = CollectorRuntime(
             settings,
@@ -504,6 +506,7 @@ def collect_files(
             follow=follow,
             format_name=format_name,
             department=owner,
+            indicators=live_ingest_lookup(settings, store.client),  # reloaded while it runs
         )
     except (UnknownFormat, SpoolLocked, AssetInventoryError, MaskingKeyMissing) as error:
         fail(str(error), EXIT_USAGE)

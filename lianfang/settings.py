@@ -78,6 +78,9 @@ class IntelSettings(BaseModel):
     decay_grace_days: float = Field(default=30.0, ge=0)  # no decay this long after activity
     decay_half_life_days: float = Field(default=30.0, gt=0)
     match_at_ingest: bool = True
+    # Long-running inputs (collector, syslog, HTTP ingest) reload the active indicators
+    # at most this often, in the background, so new and revoked ones count without a restart.
+    ingest_refresh_seconds: float = Field(default=60.0, gt=0)
     retro_hunt_days: int = Field(default=30, ge=0)
     retro_hunt_budget_seconds: float = Field(default=120.0, gt=0)
     retro_hunt_batch_size: int = Field(default=5000, ge=1, le=65_000)

@@ -3,6 +3,9 @@
 At ingest, `lookup_from_store` loads the active indicators with `atomic` plans into an
 `IntelLookup` (the collectors' `IndicatorSet` for addresses, CIDRs, domains, URLs and
 hashes, plus e-mail addresses), which the intel enrichment stage asks for every event.
+A one-shot run (`lianfang ingest`) takes `ingest_lookup`; long-running inputs (the
+collector, the syslog server, the HTTP ingest API) take `live_ingest_lookup`, which
+reloads the set in the background every `intel.ingest_refresh_seconds`.
 
 A retro-hunt (`retro_hunt`) looks for indicators in events already stored:
 
@@ -25,7 +28,7 @@ import ipaddress
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
@@ -40,11 +43,12 @@ from collectors.intel_hook import (
     IndicatorMatch,
     IndicatorSet,
 )
+from collectors.intel_refresh import RefreshingLookup
 from lianfang.schema import format_timestamp, parse_timestamp
 from lianfang.settings import Settings
 from sharing.indicator_confidence import ConfidenceRule
 from sharing.intel_store import IndicatorRecord, IntelStore
-from sharing.stix_ids import deterministic_id, stix_timestamp
+from sharing.stix_ids import deterministic_id, parse_stix_timestamp, stix_timestamp
 from sharing.stix_patterns import EMAIL_FIELDS
 
 EVIDENCE_CAP = 500
@@ -155,9 +159,29 @@ def lookup_for(records: Iterable[IndicatorRecord]) -> IntelLookup:
     return lookup
 
 
-def lookup_from_store(store: IntelStore) -> IntelLookup:
-    """The active atomic indicators of the store, for the ingest-time intel stage."""
-    return lookup_for(store.indicators(("active",), ("atomic",)))
+def lookup_from_store(store: IntelStore, now: datetime | None = None) -> IntelLookup:
+    """The active atomic indicators of the store, for the ingest-time intel stage.
+
+    The stored state is re-derived by `intel hunt` and at intake; between those, an
+    indicator can pass its `valid_until` or fall under a raised threshold, so both are
+    checked again here.
+    """
+    moment = now or datetime.now(UTC)
+    return lookup_for(
+        record
+        for record in store.indicators(("active",), ("atomic",))
+        if record.effective_confidence >= store.rule.threshold
+        and not _expired(record.valid_until, moment)
+    )
+
+
+def _expired(valid_until: str | None, now: datetime) -> bool:
+    if not valid_until:
+        return False
+    try:
+        return parse_stix_timestamp(valid_until) <= now
+    except ValueError:
+        return False  # the stored state was derived from it already
 
 
 # ---------------------------------------------------------------------- retro-hunt
@@ -584,13 +608,36 @@ def _get(document: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
+def _intel_store(settings: Settings, client: Elasticsearch) -> IntelStore:
+    return IntelStore(client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel))
+
+
 def ingest_lookup(settings: Settings, client: Elasticsearch) -> IntelLookup | None:
     """The lookup for an ingest run: None when matching at ingest is off or nothing is active."""
     if not settings.intel.match_at_ingest:
         return None
-    store = IntelStore(client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel))
+    store = _intel_store(settings, client)
     try:
         lookup = lookup_from_store(store)
     except (TransportError, ApiError):
         return None  # no intelligence reachable: ingest goes on without the intel stage
     return lookup if len(lookup) else None
+
+
+def live_ingest_lookup(settings: Settings, client: Elasticsearch) -> RefreshingLookup | None:
+    """The lookup of a long-running input: reloaded every `intel.ingest_refresh_seconds`.
+
+    None only when matching at ingest is off. The first load happens now; when the store
+    is unreachable the lookup starts empty and fills at a later reload, so indicators that
+    become active after the start are matched too.
+    """
+    if not settings.intel.match_at_ingest:
+        return None
+    # One attempt per request: a reload that hangs would only delay the next one, but
+    # the first load runs before ingestion starts.
+    store = _intel_store(settings, client.options(max_retries=0))
+    lookup = RefreshingLookup(
+        lambda: lookup_from_store(store), settings.intel.ingest_refresh_seconds
+    )
+    lookup.load_now()
+    return lookup

@@ -4,7 +4,9 @@ The body is NDJSON (`application/x-ndjson`), a JSON array or object (`applicatio
 or text lines of any registered format (`text/plain`, with `format=`). Records go through
 the collectors' pipeline, masking and BulkWriter synchronously (collectors/batch_ingest.py),
 so a 200 answer means every record is stored, was already there, or is dead-lettered
-with its reason (listed by line in `errors`, at most 100). A department analyst sends
+with its reason (listed by line in `errors`, at most 100). Events are matched against
+the active intelligence (`threat.enrichments`), which the app reloads from the store every
+`intel.ingest_refresh_seconds` while it runs. A department analyst sends
 for its own department; the events' `organization` is set to it whatever they claim. An
 administrator or province analyst may name the department with `department=`.
 
@@ -36,6 +38,7 @@ from collectors.masking import MaskingKeyMissing
 from collectors.normalise import Department
 from lianfang.bulk_writer import BulkDeliveryError
 from lianfang.principals import Principal, Role
+from sharing.indicator_matching import live_ingest_lookup
 
 PATH = "/api/v1/ingest"
 CONTENT_KINDS = {
@@ -101,15 +104,18 @@ class RecordRateLimiter:
 
 
 def _ingestor(request: Request, app: AppServices) -> BatchIngestor:
+    """The app's ingestor, built at the first batch (in a worker thread: it reads the store)."""
     state = request.app.state
     ingestor = getattr(state, "batch_ingestor", None)
     if ingestor is None:
         try:
-            ingestor = BatchIngestor(app.settings, app.store)
+            indicators = live_ingest_lookup(app.settings, app.client)
+            ingestor = BatchIngestor(app.settings, app.store, indicators)
         except (MaskingKeyMissing, AssetInventoryError) as error:
             raise HTTPException(503, f"ingest is not configured: {error}") from error
         state.batch_ingestor = ingestor
-        state.ingest_rate = RecordRateLimiter(app.settings.api_ingest_records_per_minute)
+        if getattr(state, "ingest_rate", None) is None:  # two first batches at once keep one
+            state.ingest_rate = RecordRateLimiter(app.settings.api_ingest_records_per_minute)
     return ingestor
 
 
@@ -198,7 +204,7 @@ async def ingest(
         raise HTTPException(
             422, f"unknown format {format_name!r}; known: {', '.join(available_formats())}"
         )
-    ingestor = _ingestor(request, app)
+    ingestor = await run_in_threadpool(_ingestor, request, app)
     body = await _read_body(request, app.settings.api_ingest_max_bytes)
     try:
         records = list(body_records(body, kind))

@@ -16,6 +16,7 @@ import threading
 
 from collectors.inputs.file_follow import FileChunk, FileFollower
 from collectors.inputs.pipelines import PipelineFactory, run_pipeline
+from collectors.intel_hook import IndicatorLookup
 from collectors.normalise import Department
 from collectors.pipeline import IngestPipeline
 from collectors.runtime import InputFeed
@@ -40,13 +41,15 @@ class FileGroupInput:
         poll_seconds: float = 0.25,
         scan_seconds: float = 1.0,
         close_detached_after: float = 5.0,
+        indicators: IndicatorLookup | None = None,
     ) -> None:
+        """`indicators`: the active intelligence every event is matched against."""
         self.settings = settings
         self.name = name
         self.patterns = list(patterns)
         self.follow = follow
         self.department = department
-        self.factory = PipelineFactory(settings, format_name)
+        self.factory = PipelineFactory(settings, format_name, indicators=indicators)
         self.poll_seconds = poll_seconds
         self.scan_seconds = scan_seconds
         self.close_detached_after = close_detached_after

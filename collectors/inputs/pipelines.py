@@ -5,7 +5,9 @@ one `IngestPipeline` per stream it reads (a peer, a file), so each stream has it
 detected format and parser state, while the enrichment stages and the dead-letter file
 (which load the asset inventory and hold the masking policy) are built once per
 department. Configuration errors (no masking key, a broken inventory, an unknown format)
-surface when the factory is built, before anything is read.
+surface when the factory is built, before anything is read. An indicator lookup given to
+the factory (a `RefreshingLookup` for these long-running inputs) is shared by all of its
+pipelines: every event is matched against the active intelligence at ingest.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from collectors.enrichment import Stage, build_enrichment_stages, dead_letter_file_for
 from collectors.formats import get_format
+from collectors.intel_hook import IndicatorLookup
 from collectors.log_format import ParseContext, Record
 from collectors.masking import MaskingPolicy
 from collectors.normalise import Department, Normaliser
@@ -39,8 +42,15 @@ class PipelineCounts:
 class PipelineFactory:
     """Builds pipelines for one input: fixed or detected format, department per stream."""
 
-    def __init__(self, settings: Settings, format_name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        format_name: str | None = None,
+        *,
+        indicators: IndicatorLookup | None = None,
+    ) -> None:
         self.settings = settings
+        self.indicators = indicators
         self.log_format = get_format(format_name) if format_name else None
         self.masking = MaskingPolicy.from_settings(settings)
         self.timezone = ZoneInfo(settings.timezone)
@@ -52,7 +62,9 @@ class PipelineFactory:
         """The enrichment stages of a department (None: each event's own department)."""
         stages = self._stages.get(department_id)
         if stages is None:
-            stages = build_enrichment_stages(self.settings, department_id, masking=self.masking)
+            stages = build_enrichment_stages(
+                self.settings, department_id, indicators=self.indicators, masking=self.masking
+            )
             self._stages[department_id] = stages
         return stages
 

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from collectors.inputs.pipelines import PipelineFactory, run_pipeline
 from collectors.inputs.text_lines import MAX_LINE_BYTES, Line, read_lines
+from collectors.intel_hook import IndicatorLookup
 from collectors.normalise import Department
 from collectors.runtime import InputFeed
 from lianfang.schema import Origin
@@ -93,12 +94,14 @@ class StdinInput:
         format_name: str | None = None,
         department: Department | None = None,
         source: str = STDIN_SOURCE,
+        indicators: IndicatorLookup | None = None,
     ) -> None:
+        """`indicators`: the active intelligence every event is matched against."""
         self.settings = settings
         self.stream = stream
         self.source = source
         self.department = department
-        self.factory = PipelineFactory(settings, format_name)
+        self.factory = PipelineFactory(settings, format_name, indicators=indicators)
         self.pipeline = self.factory.pipeline(department, source)
         self._feed: InputFeed | None = None
         self._thread: threading.Thread | None = None

@@ -58,6 +58,7 @@ from typing import Any
 from collectors.collector_config import SyslogListenerConfig
 from collectors.inputs.pipelines import PipelineFactory, run_pipeline
 from collectors.inputs.syslog_framing import FramingError, StreamFramer
+from collectors.intel_hook import IndicatorLookup
 from collectors.normalise import Department
 from collectors.peer_departments import PeerDepartments
 from collectors.pipeline import IngestPipeline
@@ -522,8 +523,10 @@ class SyslogServer:
         peers: dict[str, Department] | None = None,
         departments: dict[str, Department] | None = None,
         inventory: Any = None,
+        indicators: IndicatorLookup | None = None,
     ) -> None:
-        """`peers`: network -> department; `departments`: id -> record for listener defaults."""
+        """`peers`: network -> department; `departments`: id -> record for listener defaults;
+        `indicators`: the active intelligence every event is matched against."""
         if not listeners:
             raise ValueError("a syslog server needs at least one listener")
         self.settings = settings
@@ -531,6 +534,7 @@ class SyslogServer:
         self._peers = dict(peers or {})
         self._departments = dict(departments or {})
         self._inventory = inventory
+        self._indicators = indicators
         self._listeners: list[_Listener] = []
         self._sequence = time.time_ns()
         self._thread: threading.Thread | None = None
@@ -552,7 +556,7 @@ class SyslogServer:
             raise
 
     def _bind_one(self, config: SyslogListenerConfig) -> _Listener:
-        factory = PipelineFactory(self.settings, config.format)
+        factory = PipelineFactory(self.settings, config.format, indicators=self._indicators)
         default = self._departments.get(config.department) if config.department else None
         if config.department and default is None:
             default = Department(config.department)
