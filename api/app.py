@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AlertStore(client, settings.index_prefix).install()
         trail = AuditTrail(client, settings.index_prefix, DeadLetterFile(settings.dead_letter_dir))
         trail.install()
-        install_index(client, f"{settings.index_prefix}-incidents", INCIDENT_FIELDS)
+        install_index(client, store.names.incidents, INCIDENT_FIELDS)
         webhooks = WebhookNotifier(settings.webhook_urls, DeadLetterFile(settings.dead_letter_dir))
         app.state.services = AppServices(
             settings=settings,

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request, Response
 
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.schema import format_timestamp
-from lianfang.store import mapping_properties
+from lianfang.store import IndexNames, mapping_properties
 
 FLUSH_SECONDS = 1.0
 BATCH_SIZE = 500
@@ -48,7 +48,7 @@ class AuditTrail:
 
     def __init__(self, client: Elasticsearch, prefix: str, dead_letters: DeadLetterFile) -> None:
         self.client = client
-        self.prefix = prefix
+        self.names = IndexNames(prefix)
         self.dead_letters = dead_letters
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=QUEUE_BOUND)
         self._thread = threading.Thread(target=self._run, name="audit-trail", daemon=True)
@@ -57,12 +57,12 @@ class AuditTrail:
     @property
     def pattern(self) -> str:
         """All audit indices."""
-        return f"{self.prefix}-audit-*"
+        return self.names.audit_pattern
 
     def install(self) -> None:
         """The template for the monthly audit indices; starts the writer thread."""
         self.client.indices.put_index_template(
-            name=f"{self.prefix}-audit",
+            name=self.names.audit_template,
             index_patterns=[self.pattern],
             priority=200,
             template={
@@ -115,7 +115,7 @@ class AuditTrail:
     def _write(self, entries: list[dict[str, Any]]) -> None:
         actions = [
             {
-                "_index": f"{self.prefix}-audit-{entry['@timestamp'][:7].replace('-', '.')}",
+                "_index": self.names.audit_index_for(entry["@timestamp"]),
                 "_source": entry,
             }
             for entry in entries

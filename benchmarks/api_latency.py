@@ -47,7 +47,7 @@ from lianfang.principals import PrincipalStore, Role
 from lianfang.schema import format_timestamp
 from lianfang.scoped_store import ScopedStore
 from lianfang.settings import load_settings
-from lianfang.situation import SEARCH_NAMES, SituationIndices, SituationRequest, plan_searches
+from lianfang.situation import SEARCH_NAMES, SituationRequest, plan_searches
 from lianfang.store import EventStore, IndexNames, connect, elasticsearch_url
 
 DAY = date(2026, 11, 27)
@@ -266,9 +266,7 @@ def server_side(client: Elasticsearch, prefix: str, seed: int, count: int = 10) 
             datetime.now(UTC),
             timezone=load_settings().timezone,
         )
-        answers = ScopedStore(client, None).msearch(
-            plan_searches(request, SituationIndices(prefix))
-        )
+        answers = ScopedStore(client, None).msearch(plan_searches(request, IndexNames(prefix)))
         for name, answer in zip(SEARCH_NAMES, answers, strict=True):
             took[name].append(int(answer.get("took", 0)))
     return {name: statistics.median(values) for name, values in took.items()}

@@ -25,6 +25,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from detection.alerts import Alert
 from lianfang.schema import format_timestamp, parse_timestamp
+from lianfang.store import IndexNames
 
 EXCEPTION_RECORD = "exception"
 SUPPRESSION_RECORD = "suppression"
@@ -224,7 +225,7 @@ class ExceptionStore:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-exceptions"
+        self.index = IndexNames(prefix).exceptions
 
     def install(self) -> None:
         """Create the index if it does not exist."""

@@ -16,7 +16,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from lianfang.schema import format_timestamp, parse_timestamp
-from lianfang.store import mapping_properties
+from lianfang.store import IndexNames, mapping_properties
 
 SEVERITIES = ("low", "medium", "high", "critical")
 # Sigma levels and our severities share names; "informational" maps to low.
@@ -220,7 +220,7 @@ class AlertStore:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-alerts"
+        self.index = IndexNames(prefix).alerts
 
     def install(self) -> None:
         """Create the alerts index with explicit mappings if it does not exist."""

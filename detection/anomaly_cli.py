@@ -232,7 +232,7 @@ def train_command(
         train_from_elasticsearch,
     )
     from detection.feature_extraction import compute_features, table_time_range
-    from lianfang.store import StoreUnavailable, connect
+    from lianfang.store import IndexNames, StoreUnavailable, connect
 
     start, end = _range(start_text, end_text)
     detector = detector or settings.anomaly.detector
@@ -273,7 +273,7 @@ def train_command(
             client = connect(settings)
             report = train_from_elasticsearch(
                 client,
-                f"{settings.index_prefix}-events",
+                IndexNames(settings.index_prefix).events_alias,
                 feature_sets,
                 start,
                 end,
@@ -393,7 +393,7 @@ def score_command(
         score_feature_set,
     )
     from detection.feature_extraction import compute_features, table_time_range
-    from lianfang.store import StoreUnavailable, connect
+    from lianfang.store import IndexNames, StoreUnavailable, connect
 
     start, end = _range(start_text, end_text)
     feature_sets = _feature_sets(settings, set_names)
@@ -449,7 +449,7 @@ def score_command(
             client = connect(settings)
             report = score_elasticsearch_window(
                 client,
-                f"{settings.index_prefix}-events",
+                IndexNames(settings.index_prefix).events_alias,
                 feature_sets,
                 start,
                 end,

@@ -20,7 +20,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from lianfang.schema import format_timestamp
-from lianfang.store import install_index
+from lianfang.store import IndexNames, install_index
 
 KEY_PREFIX = "lf"
 SCRYPT_COST = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
@@ -112,7 +112,7 @@ class PrincipalStore:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-principals"
+        self.index = IndexNames(prefix).principals
         self._verified: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
 

@@ -55,6 +55,7 @@ from lianfang.situation_record import (
     TimeRange,
     VolumeBucket,
 )
+from lianfang.store import IndexNames
 from lianfang.threat_level import threat_level
 
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -149,37 +150,6 @@ class AttackLookup(Protocol):
     def find(self, technique_id: str) -> Any: ...
 
     def tactics(self) -> list[Any]: ...
-
-
-@dataclass(frozen=True)
-class SituationIndices:
-    """The indices the overview reads, derived from the deployment's prefix."""
-
-    prefix: str
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}-events"
-
-    @property
-    def alerts(self) -> str:
-        return f"{self.prefix}-alerts"
-
-    @property
-    def incidents(self) -> str:
-        return f"{self.prefix}-incidents"
-
-    @property
-    def taxii_objects(self) -> str:
-        return f"{self.prefix}-taxii-objects"
-
-    @property
-    def disclosures(self) -> str:
-        return f"{self.prefix}-disclosures"
-
-    @property
-    def intel(self) -> str:
-        return f"{self.prefix}-intel"
 
 
 @dataclass(frozen=True)
@@ -505,7 +475,7 @@ def _overdue_tasks_search(request: SituationRequest, index: str) -> ScopedSearch
     )
 
 
-def _intel_searches(request: SituationRequest, indices: SituationIndices) -> list[ScopedSearch]:
+def _intel_searches(request: SituationRequest, names: IndexNames) -> list[ScopedSearch]:
     start_us = _millis(request.start) * 1000
     end_us = _millis(request.end) * 1000
     departments = list(request.departments)
@@ -525,7 +495,7 @@ def _intel_searches(request: SituationRequest, indices: SituationIndices) -> lis
     ]
     return [
         ScopedSearch(
-            indices.taxii_objects,
+            names.taxii_objects,
             {
                 "size": 0,
                 "track_total_hits": True,
@@ -535,7 +505,7 @@ def _intel_searches(request: SituationRequest, indices: SituationIndices) -> lis
             scope_field="publisher_department",
         ),
         ScopedSearch(
-            indices.disclosures,
+            names.disclosures,
             {
                 "size": 0,
                 "query": {"bool": {"filter": received_filters}},
@@ -550,7 +520,7 @@ def _intel_searches(request: SituationRequest, indices: SituationIndices) -> lis
             scope_field="department",
         ),
         ScopedSearch(
-            indices.intel,
+            names.intel,
             {
                 "size": 0,
                 "track_total_hits": True,
@@ -574,16 +544,16 @@ SEARCH_NAMES = (
 )
 
 
-def plan_searches(request: SituationRequest, indices: SituationIndices) -> list[ScopedSearch]:
+def plan_searches(request: SituationRequest, names: IndexNames) -> list[ScopedSearch]:
     """The searches of one overview, in the order of SEARCH_NAMES (one msearch request)."""
     return [
-        _events_search(request, indices.events),
-        _hostile_search(request, indices.events),
-        _collection_search(request, indices.events),
-        _alerts_search(request, indices.alerts),
-        _incidents_search(request, indices.incidents),
-        _overdue_tasks_search(request, indices.incidents),
-        *_intel_searches(request, indices),
+        _events_search(request, names.events_alias),
+        _hostile_search(request, names.events_alias),
+        _collection_search(request, names.events_alias),
+        _alerts_search(request, names.alerts),
+        _incidents_search(request, names.incidents),
+        _overdue_tasks_search(request, names.incidents),
+        *_intel_searches(request, names),
     ]
 
 

@@ -111,20 +111,31 @@ def install_index(client: Elasticsearch, index: str, fields: dict[str, str]) -> 
 
 @dataclass(frozen=True)
 class IndexNames:
-    """All index, alias and template names of one deployment, derived from its prefix."""
+    """Every index, alias and template name of one deployment, derived from its prefix.
+
+    The one place a name is spelled: stores are given the prefix and ask here for theirs.
+    """
 
     prefix: str
 
     @property
+    def every_index(self) -> str:
+        """Every index of the deployment (document counts, clean-up of a throw-away prefix)."""
+        return f"{self.prefix}-*"
+
+    @property
     def events_alias(self) -> str:
+        """The alias over all daily events indices: what every events search reads."""
         return f"{self.prefix}-events"
 
     @property
     def events_pattern(self) -> str:
+        """The daily events indices (the events template applies to these)."""
         return f"{self.prefix}-events-*"
 
     @property
     def events_template(self) -> str:
+        """The composable index template of the daily events indices."""
         return f"{self.prefix}-events"
 
     def events_index_for(self, day: date) -> str:
@@ -137,6 +148,79 @@ class IndexNames:
         if match is None:
             return None
         return datetime.strptime(match.group(1), DAY_SUFFIX).date()
+
+    @property
+    def alerts(self) -> str:
+        """Alerts, one mutable document per alert id (detection/alerts.py)."""
+        return f"{self.prefix}-alerts"
+
+    @property
+    def exceptions(self) -> str:
+        """Alert exceptions and their suppression records (detection/alert_exceptions.py)."""
+        return f"{self.prefix}-exceptions"
+
+    @property
+    def incidents(self) -> str:
+        """Joint incidents with their timelines and tasks (lianfang/incidents.py)."""
+        return f"{self.prefix}-incidents"
+
+    @property
+    def principals(self) -> str:
+        """Users and API keys (lianfang/principals.py)."""
+        return f"{self.prefix}-principals"
+
+    @property
+    def audit_template(self) -> str:
+        """The index template of the monthly API audit indices (api/audit_trail.py)."""
+        return f"{self.prefix}-audit"
+
+    @property
+    def audit_pattern(self) -> str:
+        """All monthly API audit indices."""
+        return f"{self.prefix}-audit-*"
+
+    def audit_index_for(self, timestamp: str) -> str:
+        """The monthly audit index of a record stamped `timestamp` (ISO 8601: YYYY-MM-...)."""
+        return f"{self.prefix}-audit-{timestamp[:7].replace('-', '.')}"
+
+    @property
+    def disclosures(self) -> str:
+        """Who was given which shared object, when (sharing/disclosure_audit.py)."""
+        return f"{self.prefix}-disclosures"
+
+    @property
+    def intel(self) -> str:
+        """Received indicators, one document per indicator id (sharing/intel_store.py)."""
+        return f"{self.prefix}-intel"
+
+    @property
+    def intel_objects(self) -> str:
+        """Every valid STIX object version received or published."""
+        return f"{self.prefix}-intel-objects"
+
+    @property
+    def intel_sightings(self) -> str:
+        """The latest version of every STIX sighting."""
+        return f"{self.prefix}-intel-sightings"
+
+    @property
+    def intel_quarantine(self) -> str:
+        """Inbound STIX objects refused by validation, with the reasons."""
+        return f"{self.prefix}-intel-quarantine"
+
+    @property
+    def intel_outbox(self) -> str:
+        """STIX object versions queued for sharing (sharing/stix_outbox.py)."""
+        return f"{self.prefix}-intel-outbox"
+
+    @property
+    def taxii_objects(self) -> str:
+        """STIX objects of the TAXII collections (sharing/object_store.py)."""
+        return f"{self.prefix}-taxii-objects"
+
+    def rule_test_names(self, token: str) -> IndexNames:
+        """A throw-away deployment for testing a rule on a file; under `every_index`."""
+        return IndexNames(f"{self.prefix}-ruletest-{token}")
 
 
 def events_template_body(names: IndexNames) -> dict[str, Any]:
@@ -252,6 +336,6 @@ class EventStore:
     def counts_by_index(self) -> dict[str, int]:
         """Document count per index of this deployment."""
         rows = self.client.cat.indices(
-            index=f"{self.names.prefix}-*", format="json", h="index,docs.count"
+            index=self.names.every_index, format="json", h="index,docs.count"
         )
         return {row["index"]: int(row.get("docs.count") or 0) for row in rows}

@@ -20,7 +20,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 from lianfang.event_search import range_clause
 from lianfang.principals import Principal
 from lianfang.schema import format_timestamp
-from lianfang.store import install_index
+from lianfang.store import IndexNames, install_index
 
 DISCLOSURE_FIELDS = {
     "@timestamp": "date",
@@ -74,7 +74,7 @@ class DisclosureAudit:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-disclosures"
+        self.index = IndexNames(prefix).disclosures
 
     def install(self) -> None:
         """Create the index if missing."""

@@ -17,6 +17,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from detection.alerts import SEVERITIES, AlertStore
 from lianfang.settings import Settings
+from lianfang.store import IndexNames
 from sharing.indicator_confidence import ConfidenceRule
 from sharing.intel_store import IntelStore
 from sharing.stix_from_alerts import StixExport, StixProducer
@@ -62,7 +63,7 @@ class Publisher:
         self.store = IntelStore(
             client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel)
         )
-        self.incidents_index = f"{settings.index_prefix}-incidents"
+        self.incidents_index = IndexNames(settings.index_prefix).incidents
 
     def publish_alerts(
         self, alert_ids: Iterable[str], tlp: TlpLevel | None = None, now: datetime | None = None

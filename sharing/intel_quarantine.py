@@ -17,7 +17,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, helpers
 
 from lianfang.schema import format_timestamp
-from lianfang.store import install_index
+from lianfang.store import IndexNames, install_index
 
 QUARANTINE_FIELDS = {
     "received_at": "date",
@@ -44,7 +44,7 @@ class Quarantine:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-intel-quarantine"
+        self.index = IndexNames(prefix).intel_quarantine
 
     def install(self) -> None:
         """Create the index if missing."""

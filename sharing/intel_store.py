@@ -27,7 +27,7 @@ from typing import Any
 from elasticsearch import Elasticsearch, helpers
 
 from lianfang.schema import format_timestamp
-from lianfang.store import install_index
+from lianfang.store import IndexNames, install_index
 from sharing.indicator_confidence import ConfidenceRule, effective_confidence, indicator_state
 from sharing.intel_quarantine import Quarantine, QuarantinedObject
 from sharing.stix_ids import parse_stix_timestamp
@@ -211,9 +211,10 @@ class IntelStore:
     def __init__(self, client: Elasticsearch, prefix: str, rule: ConfidenceRule) -> None:
         self.client = client
         self.rule = rule
-        self.indicators_index = f"{prefix}-intel"
-        self.objects_index = f"{prefix}-intel-objects"
-        self.sightings_index = f"{prefix}-intel-sightings"
+        names = IndexNames(prefix)
+        self.indicators_index = names.intel
+        self.objects_index = names.intel_objects
+        self.sightings_index = names.intel_sightings
         self.quarantine = Quarantine(client, prefix)
 
     def install(self) -> None:

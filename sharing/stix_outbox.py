@@ -22,7 +22,7 @@ from elasticsearch import Elasticsearch, helpers
 
 from lianfang.event_search import range_clause
 from lianfang.schema import format_timestamp
-from lianfang.store import install_index
+from lianfang.store import IndexNames, install_index
 from sharing.intel_store import object_document_id, version_key
 from sharing.tlp import TlpLevel, tlp_of
 
@@ -72,7 +72,7 @@ class Outbox:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-intel-outbox"
+        self.index = IndexNames(prefix).intel_outbox
 
     def install(self) -> None:
         """Create the index if missing."""

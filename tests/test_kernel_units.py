@@ -103,6 +103,47 @@ def test_daily_index_names_round_trip() -> None:
     assert names.day_of_events_index("other-events-2026.01.02") is None
 
 
+def test_index_names_are_the_deployed_ones() -> None:
+    # Renaming any of these would orphan the data of running deployments.
+    names = IndexNames("lf")
+    assert {
+        "every_index": names.every_index,
+        "alerts": names.alerts,
+        "exceptions": names.exceptions,
+        "incidents": names.incidents,
+        "principals": names.principals,
+        "audit_template": names.audit_template,
+        "audit_pattern": names.audit_pattern,
+        "audit_index": names.audit_index_for("2026-11-28T10:00:00.000Z"),
+        "disclosures": names.disclosures,
+        "intel": names.intel,
+        "intel_objects": names.intel_objects,
+        "intel_sightings": names.intel_sightings,
+        "intel_quarantine": names.intel_quarantine,
+        "intel_outbox": names.intel_outbox,
+        "taxii_objects": names.taxii_objects,
+    } == {
+        "every_index": "lf-*",
+        "alerts": "lf-alerts",
+        "exceptions": "lf-exceptions",
+        "incidents": "lf-incidents",
+        "principals": "lf-principals",
+        "audit_template": "lf-audit",
+        "audit_pattern": "lf-audit-*",
+        "audit_index": "lf-audit-2026.11",
+        "disclosures": "lf-disclosures",
+        "intel": "lf-intel",
+        "intel_objects": "lf-intel-objects",
+        "intel_sightings": "lf-intel-sightings",
+        "intel_quarantine": "lf-intel-quarantine",
+        "intel_outbox": "lf-intel-outbox",
+        "taxii_objects": "lf-taxii-objects",
+    }
+    scratch = names.rule_test_names("abc")
+    assert scratch.prefix == "lf-ruletest-abc"
+    assert scratch.events_alias == "lf-ruletest-abc-events"
+
+
 def test_settings_come_from_environment_then_toml(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

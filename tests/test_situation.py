@@ -35,7 +35,6 @@ from lianfang.situation import (
     MAX_BUCKETS,
     SEARCH_NAMES,
     InvalidRange,
-    SituationIndices,
     SituationRequest,
     bucket_starts,
     choose_interval,
@@ -82,10 +81,7 @@ def test_default_range_is_the_last_day_up_to_the_next_minute() -> None:
     assert request.interval == "15m"
     # Two calls within the same minute send identical searches (request cache).
     later = SituationRequest.resolve(None, None, now + timedelta(seconds=30))
-    assert (
-        plan_searches(request, SituationIndices("p"))[0]
-        == plan_searches(later, SituationIndices("p"))[0]
-    )
+    assert plan_searches(request, IndexNames("p"))[0] == plan_searches(later, IndexNames("p"))[0]
 
 
 @pytest.mark.parametrize(
@@ -142,7 +138,7 @@ def test_buckets_cover_the_range_aligned_in_the_time_zone() -> None:
 
 def test_every_search_is_scoped_on_its_own_department_field() -> None:
     request = SituationRequest.resolve(DAY, DAY + timedelta(days=1), NOW, departments=["finance"])
-    searches = plan_searches(request, SituationIndices("p"))
+    searches = plan_searches(request, IndexNames("p"))
     assert len(searches) == len(SEARCH_NAMES)
     by_name = dict(zip(SEARCH_NAMES, searches, strict=True))
     assert by_name["shared"].scope_field == "publisher_department"

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field, model_validator
 from api.authentication import analyst
 from api.dependencies import AppServices, services
 from api.parameters import Moment
-from detection.alerts import AlertStore
 from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal
 from lianfang.schema import format_timestamp
@@ -70,10 +69,6 @@ class BulkAlertChange(AlertChange):
     ids: list[AlertId] = Field(min_length=1, max_length=MAX_BULK)
 
 
-def _alerts_index(app: AppServices) -> str:
-    return AlertStore(app.client, app.settings.index_prefix).index
-
-
 def _scoped(app: AppServices, principal: Principal) -> ScopedStore:
     return ScopedStore(app.client, principal.organization_scope)
 
@@ -126,7 +121,7 @@ def list_alerts(
     if cursor:
         body["search_after"] = decode_cursor(cursor, ("long", "keyword"))
     response = _scoped(app, principal).search(
-        _alerts_index(app), query={"bool": {"filter": clauses}}, **body
+        app.names.alerts, query={"bool": {"filter": clauses}}, **body
     )
     hits = response["hits"]["hits"]
     counts = {
@@ -148,7 +143,7 @@ def get_alert(
     alert_id: Annotated[str, Path(max_length=64)],
 ) -> dict[str, Any]:
     """One alert (404 when absent or another department's)."""
-    return _scoped(app, principal).get(_alerts_index(app), alert_id)
+    return _scoped(app, principal).get(app.names.alerts, alert_id)
 
 
 @router.get("/{alert_id}/evidence")
@@ -160,7 +155,7 @@ def alert_evidence(
 ) -> dict[str, Any]:
     """The events an alert was raised on (those the caller may see)."""
     scoped = _scoped(app, principal)
-    alert = scoped.get(_alerts_index(app), alert_id)
+    alert = scoped.get(app.names.alerts, alert_id)
     ids = alert["alert"]["evidence"]["event_ids"][: min(size, app.settings.api_page_cap)]
     index = alert["alert"]["evidence"].get("index") or app.names.events_alias
     response = scoped.search(
@@ -207,7 +202,7 @@ def update_alert(
     change: AlertChange,
 ) -> dict[str, Any]:
     """Change status, resolution or assignee, or add a comment; recorded in the history."""
-    return _scoped(app, principal).update(_alerts_index(app), alert_id, _apply(change, principal))
+    return _scoped(app, principal).update(app.names.alerts, alert_id, _apply(change, principal))
 
 
 @router.post("/bulk")
@@ -222,7 +217,7 @@ def bulk_update_alerts(
     transform = _apply(change, principal)
     for alert_id in dict.fromkeys(change.ids):
         try:
-            scoped.update(_alerts_index(app), alert_id, transform)
+            scoped.update(app.names.alerts, alert_id, transform)
             results[alert_id] = "updated"
         except OutOfScope:
             results[alert_id] = "not_found"

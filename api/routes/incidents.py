@@ -11,7 +11,6 @@ from api.authentication import analyst
 from api.dependencies import AppServices, services
 from api.parameters import Moment
 from detection.alerts import SEVERITIES as ALERT_SEVERITIES
-from detection.alerts import AlertStore
 from lianfang import incidents as lifecycle
 from lianfang.event_search import decode_cursor, page_cursor, range_clause
 from lianfang.principals import Principal
@@ -60,10 +59,6 @@ class TaskChange(BaseModel):
     owner: str | None = Field(default=None, max_length=200)
 
 
-def _index(app: AppServices) -> str:
-    return f"{app.settings.index_prefix}-incidents"
-
-
 def _scoped(app: AppServices, principal: Principal) -> ScopedStore:
     return ScopedStore(app.client, principal.organization_scope)
 
@@ -79,7 +74,7 @@ def _change(
 ) -> dict[str, Any]:
     """Apply a lifecycle transformation: 409 when not allowed (OutOfScope answers 404)."""
     try:
-        return _scoped(app, principal).update(_index(app), incident_id, transform)
+        return _scoped(app, principal).update(app.names.incidents, incident_id, transform)
     except lifecycle.IncidentError as error:
         raise HTTPException(status_code=409, detail=error.reason) from error
 
@@ -98,8 +93,9 @@ def create_incident(
 ) -> dict[str, Any]:
     """Open a joint incident from alerts; lead defaults to the caller's department."""
     scoped = _scoped(app, principal)
-    alerts_index = AlertStore(app.client, app.settings.index_prefix).index
-    alerts = [scoped.get(alerts_index, alert_id) for alert_id in dict.fromkeys(request.alert_ids)]
+    alerts = [
+        scoped.get(app.names.alerts, alert_id) for alert_id in dict.fromkeys(request.alert_ids)
+    ]
     alert_departments = [
         a.get("organization", {}).get("id") for a in alerts if a.get("organization")
     ]
@@ -128,7 +124,7 @@ def create_incident(
         now=lifecycle.now_utc(),
         policy=lifecycle.SlaPolicy.default(),
     )
-    ScopedStore(app.client, None).create(_index(app), document["incident"]["id"], document)
+    ScopedStore(app.client, None).create(app.names.incidents, document["incident"]["id"], document)
     return _view(document)
 
 
@@ -177,7 +173,7 @@ def list_incidents(
     if cursor:
         body["search_after"] = decode_cursor(cursor, ("long", "keyword"))
     response = _scoped(app, principal).search(
-        _index(app), query={"bool": {"filter": clauses, "must_not": must_not}}, **body
+        app.names.incidents, query={"bool": {"filter": clauses, "must_not": must_not}}, **body
     )
     hits = response["hits"]["hits"]
     views = [_view(hit["_source"]) for hit in hits]
@@ -210,7 +206,7 @@ def incident_metrics(
         for name in ("time_to_acknowledge", "time_to_resolve")
     }
     response = _scoped(app, principal).search(
-        _index(app),
+        app.names.incidents,
         query={"bool": {"filter": clauses}},
         size=0,
         aggs={
@@ -251,7 +247,7 @@ def get_incident(
     incident_id: Annotated[str, Path(max_length=64)],
 ) -> dict[str, Any]:
     """One incident with its timeline, tasks and SLA state."""
-    return _view(_scoped(app, principal).get(_index(app), incident_id))
+    return _view(_scoped(app, principal).get(app.names.incidents, incident_id))
 
 
 @router.patch("/{incident_id}")

@@ -20,7 +20,6 @@ from lianfang.scoped_store import ScopedStore
 from lianfang.situation import (
     AttackLookup,
     InvalidRange,
-    SituationIndices,
     SituationRequest,
     plan_searches,
     shape_situation,
@@ -91,7 +90,7 @@ def situation(
     except InvalidRange as error:
         raise InvalidQuery(error.parameter, error.value, error.reason) from error
     scoped = ScopedStore(app.client, principal.organization_scope)
-    responses = scoped.msearch(plan_searches(request, SituationIndices(app.settings.index_prefix)))
+    responses = scoped.msearch(plan_searches(request, app.names))
     dead_letters = collector = None
     if principal.sees_all_departments:
         dead_letters = _dead_letter_counter(app).summary(request.start, request.end)

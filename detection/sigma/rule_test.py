@@ -108,10 +108,9 @@ def try_rule_on_file(
     if isinstance(rule, UnsupportedRule):
         result.failure = f"{rule.kind}: {rule.reason}"
         return result
-    prefix = f"{settings.index_prefix}-ruletest-{uuid.uuid4().hex[:10]}"
-    names = IndexNames(prefix)
+    names = IndexNames(settings.index_prefix).rule_test_names(uuid.uuid4().hex[:10])
     store = EventStore(client, names)
-    private = settings.model_copy(update={"index_prefix": prefix})
+    private = settings.model_copy(update={"index_prefix": names.prefix})
     if path.suffix.lower() == ".evtx":
         format_name = format_name or "windows"
     try:
@@ -142,7 +141,7 @@ def try_rule_on_file(
 
 
 def _delete_prefix(client: Elasticsearch, names: IndexNames) -> None:
-    indices = list(client.indices.get(index=f"{names.prefix}-*", expand_wildcards="all"))
+    indices = list(client.indices.get(index=names.every_index, expand_wildcards="all"))
     if indices:
         client.indices.delete(index=",".join(indices))
     with contextlib.suppress(NotFoundError):
