@@ -25,29 +25,26 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from detection.alerts import Alert
 from lianfang.schema import format_timestamp, parse_timestamp
-from lianfang.store import IndexNames
+from lianfang.store import IndexNames, install_index
 
 EXCEPTION_RECORD = "exception"
 SUPPRESSION_RECORD = "suppression"
-EXCEPTIONS_MAPPING: dict[str, Any] = {
-    "dynamic": False,
-    "properties": {
-        "record_type": {"type": "keyword"},
-        "exception_id": {"type": "keyword"},
-        "organization_id": {"type": "keyword"},
-        "created_by": {"type": "keyword"},
-        "created_at": {"type": "date"},
-        "expires_at": {"type": "date"},
-        "reason": {"type": "text"},
-        "disabled": {"type": "boolean"},
-        "disabled_by": {"type": "keyword"},
-        "disabled_at": {"type": "date"},
-        "alert_id": {"type": "keyword"},
-        "rule_id": {"type": "keyword"},
-        "entity_value": {"type": "keyword"},
-        "suppressed_at": {"type": "date"},
-        "first_seen": {"type": "date"},
-    },
+EXCEPTION_FIELDS = {
+    "record_type": "keyword",
+    "exception_id": "keyword",
+    "organization_id": "keyword",
+    "created_by": "keyword",
+    "created_at": "date",
+    "expires_at": "date",
+    "reason": "text",
+    "disabled": "boolean",
+    "disabled_by": "keyword",
+    "disabled_at": "date",
+    "alert_id": "keyword",
+    "rule_id": "keyword",
+    "entity_value": "keyword",
+    "suppressed_at": "date",
+    "first_seen": "date",
 }
 LIST_LIMIT = 10000
 
@@ -229,12 +226,7 @@ class ExceptionStore:
 
     def install(self) -> None:
         """Create the index if it does not exist."""
-        if not self.client.indices.exists(index=self.index):
-            self.client.indices.create(
-                index=self.index,
-                settings={"number_of_shards": 1, "number_of_replicas": 0},
-                mappings=EXCEPTIONS_MAPPING,
-            )
+        install_index(self.client, self.index, EXCEPTION_FIELDS)
 
     def add(
         self,
