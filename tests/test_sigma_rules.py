@@ -666,3 +666,263 @@ def test_long_index_lists_fall_back_to_the_alias_in_urls() -> None:
     daily = ",".join(f"p-events-2020.01.{day:02d}" for day in range(1, 32)) * 10
     assert runner._url_target(daily) == "p-events"
     assert runner._url_target("p-events-2020.01.01") == "p-events-2020.01.01"
+
+
+# ------------------------------------------------------------------ EVTX field semantics
+
+
+def evtx_record(channel: str, event_id: int, provider: str, minute: int, **data: str) -> dict:
+    """A record as the `evtx` package decodes it (System attributes, named EventData)."""
+    return {
+        "Event": {
+            "System": {
+                "Provider": {"#attributes": {"Name": provider}},
+                "EventID": event_id,
+                "Channel": channel,
+                "Computer": "WS-09",
+                "EventRecordID": 100 + minute,
+                "TimeCreated": {
+                    "#attributes": {
+                        "SystemTime": (DAY + timedelta(minutes=minute))
+                        .isoformat()
+                        .replace("+00:00", "Z")
+                    }
+                },
+            },
+            "EventData": data,
+        }
+    }
+
+
+SYSMON_PROVIDER = "Microsoft-Windows-Sysmon"
+SECURITY_PROVIDER = "Microsoft-Windows-Security-Auditing"
+# Each record with the fixture rule that must match it (and only it).
+EVTX_FIELD_CASES = [
+    # Sysmon writes '?' for PE metadata it could not read; our format keeps it in event data only.
+    (
+        evtx_record(
+            SYSMON,
+            1,
+            SYSMON_PROVIDER,
+            1,
+            Image="C:\\Users\\a\\Downloads\\x.exe",
+            CommandLine="x.exe",
+            Description="?",
+            Product="?",
+            Company="?",
+        ),
+        "Unknown PE Metadata",
+    ),
+    (
+        evtx_record(
+            SYSMON,
+            1,
+            SYSMON_PROVIDER,
+            2,
+            Image="C:\\Users\\a\\Downloads\\y.exe",
+            CommandLine="y.exe",
+            Description="Y tool",
+            Product="Y",
+            Company="Y Corp",
+        ),
+        None,
+    ),
+    # 'true'/'false' as Sysmon writes them; ECS holds a boolean or egress/ingress.
+    (
+        evtx_record(
+            SYSMON,
+            7,
+            SYSMON_PROVIDER,
+            3,
+            Image="C:\\Windows\\System32\\lsass.exe",
+            ImageLoaded="C:\\Temp\\evil.dll",
+            Signed="false",
+            SignatureStatus="Unavailable",
+        ),
+        "Unsigned Into Lsass",
+    ),
+    (
+        evtx_record(
+            SYSMON,
+            7,
+            SYSMON_PROVIDER,
+            4,
+            Image="C:\\Windows\\System32\\lsass.exe",
+            ImageLoaded="C:\\Windows\\System32\\ok.dll",
+            Signed="true",
+            Signature="Microsoft Windows",
+            SignatureStatus="Valid",
+        ),
+        None,
+    ),
+    (
+        evtx_record(
+            SYSMON,
+            3,
+            SYSMON_PROVIDER,
+            5,
+            Image="C:\\Windows\\System32\\certutil.exe",
+            Initiated="true",
+            Protocol="tcp",
+            DestinationIp="203.0.113.7",
+            DestinationPort="443",
+            SourceIp="10.0.0.9",
+            SourcePort="50000",
+        ),
+        "Certutil Outbound",
+    ),
+    (
+        evtx_record(
+            SYSMON,
+            3,
+            SYSMON_PROVIDER,
+            6,
+            Image="C:\\Windows\\System32\\certutil.exe",
+            Initiated="false",
+            Protocol="tcp",
+            DestinationIp="10.0.0.9",
+            DestinationPort="50001",
+            SourceIp="203.0.113.7",
+            SourcePort="443",
+        ),
+        None,
+    ),
+    # 4624: ECS user.name is the *target* account; SubjectUserName is the machine account.
+    (
+        evtx_record(
+            "Security",
+            4624,
+            SECURITY_PROVIDER,
+            7,
+            SubjectUserName="WS-09$",
+            SubjectDomainName="CORP",
+            SubjectUserSid="S-1-5-18",
+            SubjectLogonId="0x3e7",
+            TargetUserName="bob",
+            TargetDomainName="CORP",
+            TargetLogonId="0x1cd8f6",
+            LogonType="2",
+            IpAddress="127.0.0.1",
+            ProcessName="C:\\Windows\\System32\\svchost.exe",
+        ),
+        "Subject Is A Machine Account",
+    ),
+    # 4688: ParentProcessName is a full path (ECS process.parent.name is the file name).
+    (
+        evtx_record(
+            "Security",
+            4688,
+            SECURITY_PROVIDER,
+            8,
+            SubjectUserName="alice",
+            SubjectDomainName="CORP",
+            NewProcessName="C:\\Windows\\System32\\whoami.exe",
+            ParentProcessName="C:\\Windows\\System32\\cmd.exe",
+            CommandLine="whoami",
+        ),
+        "Parent Path",
+    ),
+]
+EVTX_FIELD_RULES = {
+    "pe": """
+title: Unknown PE Metadata
+id: 0d0b4e2a-0000-4000-8000-000000000020
+level: medium
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        Description: '\\?'
+        Product: '\\?'
+    folder:
+        Image|contains: '\\Downloads\\'
+    condition: selection and folder
+""",
+    "signed": """
+title: Unsigned Into Lsass
+id: 0d0b4e2a-0000-4000-8000-000000000021
+level: medium
+logsource: {product: windows, category: image_load}
+detection:
+    selection:
+        Image|endswith: '\\lsass.exe'
+        Signed: 'false'
+    condition: selection
+""",
+    "initiated": """
+title: Certutil Outbound
+id: 0d0b4e2a-0000-4000-8000-000000000022
+level: medium
+logsource: {product: windows, category: network_connection}
+detection:
+    selection:
+        Image|endswith: '\\certutil.exe'
+        Initiated: 'true'
+    condition: selection
+""",
+    "subject": """
+title: Subject Is A Machine Account
+id: 0d0b4e2a-0000-4000-8000-000000000023
+level: low
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4624
+        SubjectUserName|endswith: '$'
+        SubjectDomainName: 'corp'
+    condition: selection
+""",
+    "subject_is_not_target": """
+title: Subject Named Bob
+id: 0d0b4e2a-0000-4000-8000-000000000024
+level: low
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        SubjectUserName: 'bob'
+    condition: selection
+""",
+    "parent": """
+title: Parent Path
+id: 0d0b4e2a-0000-4000-8000-000000000025
+level: low
+logsource: {product: windows, service: security}
+detection:
+    selection:
+        EventID: 4688
+        ParentProcessName|endswith: '\\cmd.exe'
+    condition: selection
+""",
+}
+
+
+def test_evtx_field_semantics_are_queried_as_windows_writes_them(tmp_path: Path) -> None:
+    """'?' placeholders, Sysmon booleans, subject accounts and parent paths use the raw data."""
+    rules = converted_by_title(write_rules(tmp_path / "r", **EVTX_FIELD_RULES))
+    assert "winlog.event_data.Description:\\?" in rules["Unknown PE Metadata"].query
+    assert "process.pe.description" not in rules["Unknown PE Metadata"].query
+    assert "winlog.event_data.Signed:" in rules["Unsigned Into Lsass"].query
+    assert "winlog.event_data.Initiated:" in rules["Certutil Outbound"].query
+    assert "network.direction" not in rules["Certutil Outbound"].query
+    subject = rules["Subject Is A Machine Account"].query
+    assert "winlog.event_data.SubjectUserName:" in subject and "user.name" not in subject
+    assert "winlog.event_data.SubjectDomainName:" in subject and "user.domain" not in subject
+    assert "winlog.event_data.ParentProcessName:" in rules["Parent Path"].query
+
+
+def test_evtx_field_semantics_match_on_the_node(
+    sigma_settings: Settings, store: EventStore, client: Elasticsearch, tmp_path: Path
+) -> None:
+    """Each EVTX-shaped record is matched by its rule only; the negatives by none."""
+    ingest_events(sigma_settings, store, [record for record, _ in EVTX_FIELD_CASES])
+    hits = client.search(index=store.names.events_alias, size=50, sort=[{"@timestamp": "asc"}])
+    ids = [hit["_id"] for hit in hits["hits"]["hits"]]
+    assert len(ids) == len(EVTX_FIELD_CASES)
+    rules = converted_by_title(write_rules(tmp_path / "r", **EVTX_FIELD_RULES))
+    report = RunReport()
+    matches = SigmaRunner(client, store.names).search(list(rules.values()), report=report)
+    assert report.failures == []
+    expected: dict[str, set[str]] = {title: set() for title in rules}
+    for event_id, (_, title) in zip(ids, EVTX_FIELD_CASES, strict=True):
+        if title is not None:
+            expected[title].add(event_id)
+    assert {title: event_ids_of(matches, title) for title in rules} == expected

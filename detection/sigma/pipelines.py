@@ -8,14 +8,21 @@ Windows rules (product `windows`, any service or category) get, in priority orde
    Sysmon event ids of pysigma-pipeline-sysmon, and Security 4688 next to Sysmon 1 for
    `process_creation` (our windows format fills the same process.* fields from both), so a
    process-creation rule does not fire on a network or image-load event with the same Image;
-3. `raw_event_data`: two kinds of comparison go to the raw `winlog.event_data.<Field>`
+3. `raw_event_data`: these comparisons go to the raw `winlog.event_data.<Field>`
    string instead of the ECS field. An IP field compared with a wildcard
    (`DestinationIp|startswith: '10.'`), because Elasticsearch `ip` fields take exact values
    and CIDR ranges but silently match nothing for wildcards; and the placeholder `'-'`
    (`WorkstationName: '-'`, `IpAddress: '-'`), which Windows writes for "none" and which
-   our windows format keeps in the event data but never copies into an ECS field. And
+   our windows format keeps in the event data but never copies into an ECS field; Sysmon's
+   `'?'` for unknown PE metadata (`Description: '\\?'`) likewise. And the fields whose
+   ecs_windows target holds something else than what Windows wrote (RAW_EVENT_DATA_FIELDS):
    Sigma's `User`, which rules match as Windows writes it (`User|contains: 'AUTHORI'` for
-   `NT AUTHORITY\\SYSTEM`) while ECS splits it into user.domain and user.name. Sigma's
+   `NT AUTHORITY\\SYSTEM`) while ECS splits it into user.domain and user.name; the subject
+   and target account fields, which ecs_windows sends to user.* and winlog.logon.id although
+   those hold the *target* account of a logon (4624) and the subject elsewhere; the full
+   `ParentProcessName` path (ECS keeps the file name); and Sysmon's `'true'`/`'false'`
+   (`Signed`, `Initiated`, ...), which ECS turns into booleans or `egress`/`ingress` that a
+   string comparison never matches. Sigma's
    `Data` (the text of unnamed <Data> elements) is matched on `param1`..`param3`, the
    names Winlogbeat and our windows format give those elements. Sysmon's `Hashes`
    (`Hashes|contains: 'IMPHASH=...'`) is split into the lower-case ECS hash fields our
@@ -93,6 +100,32 @@ WINDOWS_IP_FIELDS = (
 # Sigma's `Data` is the text of unnamed <Data> elements (classic PowerShell 400/600/800,
 # application logs), which Winlogbeat and our windows format name param1, param2, ...
 CLASSIC_DATA_FIELDS = [f"winlog.event_data.param{index}" for index in (1, 2, 3)]
+# Sigma fields matched on the raw event-data string instead of ecs_windows's ECS target,
+# because that target does not hold what Windows wrote in every event that has the field.
+RAW_EVENT_DATA_FIELDS = (
+    # user.name is the account the rule means only in some events (ECS: the target of a
+    # logon, the subject elsewhere); Windows writes `DOMAIN\\name` in one string.
+    "User",
+    "SubjectUserName",
+    "SubjectDomainName",
+    "SubjectUserSid",
+    "SubjectLogonId",
+    "TargetDomainName",
+    "TargetLogonId",
+    "AccountName",
+    "AccountDomain",
+    # Security 4688 writes the parent's full path; process.parent.name is its file name.
+    "ParentProcessName",
+    # Sysmon writes 'true'/'false'; ECS holds booleans or egress/ingress.
+    "Signed",
+    "Initiated",
+    "IsExecutable",
+    "Archived",
+)
+# Windows' "nothing here" values: '-' (Security) and '?' (Sysmon's unknown PE metadata).
+# Rules match on them; our windows format keeps them in the event data only. As
+# MatchStringCondition sees them: a plain '-', and '\\?' (an escaped, literal question mark).
+PLACEHOLDER_VALUE = r"^(?:-|\\\?)$"
 # Sysmon's `Hashes` ("SHA1=...,MD5=...,IMPHASH=...") is split by our windows format into
 # lower-case ECS hash fields: the process's for process creation, the file's otherwise.
 HASH_FIELDS = {
@@ -208,7 +241,7 @@ def category_events_pipeline() -> ProcessingPipeline:
 
 
 def raw_event_data_pipeline() -> ProcessingPipeline:
-    """Wildcard IP comparisons, '-' placeholders and `User` go to the raw event-data string."""
+    """Wildcard IP comparisons, placeholders and RAW_EVENT_DATA_FIELDS go to the raw event data."""
     return ProcessingPipeline(
         name="Lianfang: raw event data for IP patterns, placeholders and accounts",
         priority=15,
@@ -234,9 +267,12 @@ def raw_event_data_pipeline() -> ProcessingPipeline:
                 rule_conditions=[LogsourceCondition(product="windows")],
             ),
             ProcessingItem(
-                identifier="lianfang_raw_user",
+                identifier="lianfang_raw_fields",
                 transformation=FieldMappingTransformation(
-                    {"User": "winlog.event_data.User", "Data": CLASSIC_DATA_FIELDS}
+                    {
+                        **{name: f"winlog.event_data.{name}" for name in RAW_EVENT_DATA_FIELDS},
+                        "Data": CLASSIC_DATA_FIELDS,
+                    }
                 ),
                 rule_conditions=[LogsourceCondition(product="windows")],
             ),
@@ -244,7 +280,9 @@ def raw_event_data_pipeline() -> ProcessingPipeline:
                 identifier="lianfang_raw_placeholder",
                 transformation=AddFieldnamePrefixTransformation("winlog.event_data."),
                 field_name_conditions=[IncludeFieldCondition(fields=[r"\w+"], mode="re")],
-                detection_item_conditions=[MatchStringCondition(cond="any", pattern=r"^-$")],
+                detection_item_conditions=[
+                    MatchStringCondition(cond="any", pattern=PLACEHOLDER_VALUE)
+                ],
                 rule_conditions=[LogsourceCondition(product="windows")],
             ),
             ProcessingItem(
