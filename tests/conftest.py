@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Elasticsearch node for the session, a private index prefix per test.
+"""Shared fixtures: the real Elasticsearch node for the session, a private index prefix per test
+(or per module, for data a module's tests only read).
 
 When LIANFANG_ES_URL is set, that cluster is used. Otherwise the local node is started
 if it is not running, and stopped at the end if this session started it.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,21 +38,19 @@ def cluster_url() -> Iterator[str]:
             local_node.stop(settings)
 
 
-@pytest.fixture
-def settings(cluster_url: str, tmp_path: Path) -> Settings:
-    """Settings pointing at the test cluster, with a private index prefix and home directory."""
-    prefix = f"lftest-{uuid.uuid4().hex[:10]}"
+def _private_settings(cluster_url: str, home: Path) -> Settings:
+    """Settings pointing at the test cluster, with a fresh index prefix and this home."""
     return load_settings(
         es_url=cluster_url,
-        index_prefix=prefix,
-        home_dir=tmp_path / "home",
+        index_prefix=f"lftest-{uuid.uuid4().hex[:10]}",
+        home_dir=home / "home",
         masking_key=TEST_MASKING_KEY,
     )
 
 
-@pytest.fixture
-def client(settings: Settings) -> Iterator[Elasticsearch]:
-    """A client for the test cluster; deletes this test's indices and templates afterwards."""
+@contextmanager
+def _client_for(settings: Settings) -> Iterator[Elasticsearch]:
+    """A client that deletes the prefix's indices and templates when the block ends."""
     es = connect(settings)
     try:
         yield es
@@ -66,6 +66,32 @@ def client(settings: Settings) -> Iterator[Elasticsearch]:
         for template in templates:
             es.indices.delete_index_template(name=template["name"])
         es.close()
+
+
+@pytest.fixture
+def settings(cluster_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test cluster, with a private index prefix and home directory."""
+    return _private_settings(cluster_url, tmp_path)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Elasticsearch]:
+    """A client for the test cluster; deletes this test's indices and templates afterwards."""
+    with _client_for(settings) as es:
+        yield es
+
+
+@pytest.fixture(scope="module")
+def module_settings(cluster_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Like `settings`, but one prefix for all tests of a module: for data they only read."""
+    return _private_settings(cluster_url, tmp_path_factory.mktemp("module"))
+
+
+@pytest.fixture(scope="module")
+def module_client(module_settings: Settings) -> Iterator[Elasticsearch]:
+    """Like `client`, for `module_settings`; deletes the module's indices after its last test."""
+    with _client_for(module_settings) as es:
+        yield es
 
 
 @pytest.fixture

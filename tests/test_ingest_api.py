@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
+from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -16,21 +16,30 @@ from collectors.normalise import Department
 from lianfang.principals import PrincipalStore, Role
 from lianfang.schema import parse_timestamp
 from lianfang.settings import Settings
-from lianfang.store import EventStore
+from lianfang.store import EventStore, IndexNames
 
 DEMO_DAY = date(2026, 11, 28)
 
 
-@pytest.fixture
-def loaded(store: EventStore, settings: Settings, tmp_path: Path) -> dict:
+# The tests only read the demo day and the principals, so they are loaded once per module
+# (under the module's prefix); each test still gets a fresh app, so the failure limiter one
+# test trips does not refuse the next.
+@pytest.fixture(scope="module")
+def loaded(
+    module_client: Elasticsearch,
+    module_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict:
     """A small demo day (scale 0.05) ingested under its departments."""
-    manifest = generate_demo_day(DemoSpec(seed=7, day=DEMO_DAY, scale=0.05), tmp_path / "demo")
+    store = EventStore(module_client, IndexNames(module_settings.index_prefix))
+    folder = tmp_path_factory.mktemp("demo")
+    manifest = generate_demo_day(DemoSpec(seed=7, day=DEMO_DAY, scale=0.05), folder)
     departments = {d["id"]: d for d in manifest["departments"]}
     for item in manifest["files"]:
         info = departments[item["department"]]
         report, _ = ingest_records(
-            file_records(tmp_path / "demo" / item["path"]),
-            settings=settings,
+            file_records(folder / item["path"]),
+            settings=module_settings,
             store=store,
             format_name=item["format"],
             department=Department(info["id"], info["name"], info["sector"]),
@@ -41,10 +50,10 @@ def loaded(store: EventStore, settings: Settings, tmp_path: Path) -> dict:
     return manifest
 
 
-@pytest.fixture
-def keys(store: EventStore, settings: Settings) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def keys(module_client: Elasticsearch, module_settings: Settings) -> dict[str, str]:
     """An administrator and a finance department analyst, with API keys."""
-    principals = PrincipalStore(store.client, settings.index_prefix)
+    principals = PrincipalStore(module_client, module_settings.index_prefix)
     principals.install()
     principals.add_user("admin", Role.ADMINISTRATOR, None)
     principals.add_user("fin", Role.DEPARTMENT_ANALYST, "finance", password="finance-password-1")
@@ -53,8 +62,8 @@ def keys(store: EventStore, settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def anonymous(settings: Settings, loaded: dict) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+def anonymous(module_settings: Settings, loaded: dict) -> Iterator[TestClient]:
+    with TestClient(create_app(module_settings)) as test_client:
         yield test_client
 
 
@@ -64,9 +73,7 @@ def api(anonymous: TestClient, keys: dict[str, str]) -> TestClient:
     return anonymous
 
 
-def test_health_reports_version_and_counts(
-    api: TestClient, loaded: dict, settings: Settings
-) -> None:
+def test_health_reports_version_and_counts(api: TestClient, loaded: dict) -> None:
     body = api.get("/api/v1/health").json()
     assert body["status"] == "ok", body
     assert body["elasticsearch"]["version"].startswith(("9.", "8."))
