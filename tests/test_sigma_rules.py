@@ -25,6 +25,10 @@ from lianfang.store import EventStore, IndexNames
 from tests.conftest import SHARED_DATASETS, TEST_MASKING_KEY
 
 SIGMAHQ = SHARED_DATASETS / "sigma"
+EVTX_SAMPLES = SHARED_DATASETS / "evtx-attack-samples"
+# Files of the 277 EVTX attack samples in which SigmaHQ rules/windows + rules-emerging-threats
+# raise at least one alert (benchmarks/sigma_evtx.py; Zircolite with sigma-cli finds 203).
+MIN_SAMPLE_FILES_WITH_ALERTS = 206
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
 DAY = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 
@@ -926,3 +930,55 @@ def test_evtx_field_semantics_match_on_the_node(
         if title is not None:
             expected[title].add(event_id)
     assert {title: event_ids_of(matches, title) for title in rules} == expected
+
+
+class SingleIndexStore(EventStore):
+    """The events store with every event in one index, as the Sigma benchmark runs it."""
+
+    def index_for(self, moment: datetime) -> str:
+        """One index whatever the event's day (the samples span about 210 days)."""
+        return self.names.events_index_for(DAY.date())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (EVTX_SAMPLES.is_dir() and SIGMAHQ.is_dir()),
+    reason=f"shared EVTX samples or SigmaHQ rules not found under {SHARED_DATASETS}",
+)
+def test_sigmahq_rules_on_the_evtx_attack_samples(
+    sigma_settings: Settings, client: Elasticsearch
+) -> None:
+    """The benchmark's coverage as a floor: files with an alert, no rule refused at run time."""
+    from collectors.inputs.evtx_file import read_evtx
+    from lianfang.schema import document_id
+
+    files = sorted(EVTX_SAMPLES.rglob("*.evtx"))
+    store = SingleIndexStore(client, IndexNames(sigma_settings.index_prefix))
+    file_of: dict[str, Path] = {}
+
+    def records():
+        for path in files:
+            for record, origin in read_evtx(path):
+                file_of[document_id(Origin(origin.source, origin.offset))] = path
+                yield record, origin
+
+    ingest_records(records(), settings=sigma_settings, store=store, format_name="windows")
+    store.refresh()
+    catalogue = convert_rule_set(
+        load_rule_set([SIGMAHQ / "rules" / "windows", SIGMAHQ / "rules-emerging-threats"])
+    )
+    kinds = catalogue.unsupported_by_kind()
+    assert set(kinds) <= {"unsupported-logsource", "unsupported-feature"}, kinds
+    assert all(rule.reason for rule in catalogue.unsupported)
+    report = RunReport()
+    matches = SigmaRunner(client, store.names).search(catalogue.converted, report=report)
+    assert report.failures == []
+    hit = {
+        file_of[event["event"]["id"]]
+        for found in matches
+        for event in found.events
+        if event["event"]["id"] in file_of
+    }
+    assert len(hit) >= MIN_SAMPLE_FILES_WITH_ALERTS, sorted(
+        str(path.relative_to(EVTX_SAMPLES)) for path in set(files) - hit
+    )
