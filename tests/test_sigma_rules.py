@@ -982,3 +982,74 @@ def test_sigmahq_rules_on_the_evtx_attack_samples(
     assert len(hit) >= MIN_SAMPLE_FILES_WITH_ALERTS, sorted(
         str(path.relative_to(EVTX_SAMPLES)) for path in set(files) - hit
     )
+
+
+def test_values_too_long_to_index_are_reported_per_rule(
+    sigma_settings: Settings, store: EventStore, client: Elasticsearch, tmp_path: Path
+) -> None:
+    """A value over the keyword limit is invisible to queries: the rule is named, with the field."""
+    guid = "1131f6ad-9c07-11d1-f79f-00c04fc2dcd2"
+    long_value = "O:BAG:BAD:AI" + "(A;;RP;;;AU)" * 800 + f"(OA;;CR;{guid};;BA)"
+    events = [
+        evtx_record(
+            "Security",
+            5136,
+            SECURITY_PROVIDER,
+            1,
+            AttributeLDAPDisplayName=("nTSecurityDescriptor"),
+            AttributeValue=long_value,
+            ObjectClass="domainDNS",
+        ),
+        evtx_record(
+            SYSMON,
+            1,
+            SYSMON_PROVIDER,
+            2,
+            Image="C:\\Windows\\System32\\cmd.exe",
+            CommandLine="cmd /c echo " + "A" * 9000,
+        ),
+    ]
+    ingest_events(sigma_settings, store, events)
+    rules = {
+        "acl": f"""
+title: Extended Right In ACL
+id: 0d0b4e2a-0000-4000-8000-000000000030
+level: high
+logsource: {{product: windows, service: security}}
+detection:
+    selection:
+        EventID: 5136
+        AttributeValue|contains: '{guid}'
+    condition: selection
+""",
+        "cmd": """
+title: Echo In Command Line
+id: 0d0b4e2a-0000-4000-8000-000000000031
+level: low
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        CommandLine|contains: 'echo'
+    condition: selection
+""",
+        "image": """
+title: Cmd Image
+id: 0d0b4e2a-0000-4000-8000-000000000032
+level: low
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        Image|endswith: '\\cmd.exe'
+    condition: selection
+""",
+    }
+    converted = converted_by_title(write_rules(tmp_path / "r", **rules))
+    report = RunReport()
+    matches = SigmaRunner(client, store.names).search(list(converted.values()), report=report)
+    assert report.failures == []
+    assert {found.rule.title for found in matches} == {"Cmd Image"}
+    assert report.unindexed == {
+        "0d0b4e2a-0000-4000-8000-000000000030": ["winlog.event_data.AttributeValue"],
+        "0d0b4e2a-0000-4000-8000-000000000031": ["process.command_line.keyword"],
+    }
+    assert "unindexed" in report.as_dict()

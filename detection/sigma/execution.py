@@ -10,6 +10,11 @@ A field missing from an event only makes its own condition false: a Lucene claus
 absent field matches nothing, so `NOT field:x` is true and `a OR field:x` still matches on
 `a` (tests/test_sigma_rules.py proves both against the node).
 
+A string longer than the events template's keyword limit (`ignore_above`) is kept in the
+document but not indexed, so no query can see it. Elasticsearch lists such fields in each
+document's `_ignored`; a rule that tests one of them in an index holding such a value is
+named in `RunReport.unindexed` with the fields, rather than silently seeing less.
+
 Hits are grouped into alerts per (rule, entity, department, hour). The entity is the most
 specific one the rule looks at: the source address when the rule tests one (remote logons,
 network rules), the account when it tests user fields, otherwise the host.
@@ -127,6 +132,8 @@ class RunReport:
     alerts: UpsertReport = field(default_factory=UpsertReport)
     failures: list[RuleFailure] = field(default_factory=list)
     truncated_rules: list[str] = field(default_factory=list)
+    # rule id -> fields it tests that hold values too long to index in a searched index
+    unindexed: dict[str, list[str]] = field(default_factory=dict)
     search_seconds: float = 0.0
     alert_seconds: float = 0.0
 
@@ -141,6 +148,7 @@ class RunReport:
             "alerts": vars(self.alerts),
             "failures": [vars(failure) for failure in self.failures],
             "truncated_rules": self.truncated_rules,
+            "unindexed": self.unindexed,
             "search_seconds": round(self.search_seconds, 3),
             "alert_seconds": round(self.alert_seconds, 3),
         }
@@ -152,6 +160,7 @@ class IndexContent:
 
     pairs: set[tuple[str, str]]  # (event.code, winlog.channel), lower-cased, "" when absent
     fields: set[str]
+    unindexed: frozenset[str] = frozenset()  # fields with values over ignore_above (_ignored)
 
 
 TechniqueLookup = Callable[[str], AttackTechnique | None]
@@ -269,6 +278,8 @@ class SigmaRunner:
                 report.rules_skipped += 1
             else:
                 targeted.append((rule, target))
+                if plan is not None:
+                    self._note_unindexed(rule, target, plan, report)
         for offset in range(0, len(targeted), self.batch_size):
             chunk = targeted[offset : offset + self.batch_size]
             searches: list[dict[str, Any]] = []
@@ -314,6 +325,7 @@ class SigmaRunner:
     def index_plan(self, start: datetime | None, end: datetime | None) -> dict[str, IndexContent]:
         """Per index with events in the window: its (code, channel) pairs and mapped fields."""
         pairs: dict[str, set[tuple[str, str]]] = {}
+        unindexed: dict[str, frozenset[str]] = {}
         after: dict[str, Any] | None = None
         window = window_filter(start, end)
         while True:
@@ -325,15 +337,25 @@ class SigmaRunner:
                     {"channel": {"terms": {"field": "winlog.channel", "missing_bucket": True}}},
                 ],
             }
+            aggs: dict[str, Any] = {"content": {"composite": composite}}
             if after is not None:
                 composite["after"] = after
+            else:
+                # Which fields of each index hold values too long to be indexed.
+                aggs["ignored"] = {
+                    "terms": {"field": "_index", "size": 10_000},
+                    "aggs": {"fields": {"terms": {"field": "_ignored", "size": 1_000}}},
+                }
             response = self.client.search(
                 index=self.names.events_alias,
                 allow_no_indices=True,
                 size=0,
                 query={"bool": {"filter": window}},
-                aggs={"content": {"composite": composite}},
+                aggs=aggs,
             )
+            for bucket in response.get("aggregations", {}).get("ignored", {}).get("buckets", []):
+                ignored = bucket["fields"]["buckets"]
+                unindexed[bucket["key"]] = frozenset(item["key"] for item in ignored)
             aggregation = response.get("aggregations", {}).get("content", {})
             for bucket in aggregation.get("buckets", []):
                 key = bucket["key"]
@@ -350,6 +372,7 @@ class SigmaRunner:
             index: IndexContent(
                 pairs[index],
                 mapped_fields(mappings.get(index, {}).get("mappings", {}).get("properties", {})),
+                unindexed.get(index, frozenset()),
             )
             for index in sorted(pairs)
         }
@@ -366,6 +389,21 @@ class SigmaRunner:
             if index_accepts(gate, clauses, content.pairs, content.fields)
         ]
         return ",".join(chosen) if chosen else None
+
+    @staticmethod
+    def _note_unindexed(
+        rule: ConvertedRule, target: str, plan: dict[str, IndexContent], report: RunReport
+    ) -> None:
+        """Record the rule's fields that hold unindexed (too long) values in its indices."""
+        tested = set(rule.fields)
+        blind = {
+            name
+            for index in target.split(",")
+            if index in plan
+            for name in plan[index].unindexed & tested
+        }
+        if blind:
+            report.unindexed[rule.id] = sorted(blind)
 
     def _url_target(self, target: str) -> str:
         """`target` for a request URL; a long index list becomes the alias (same result)."""

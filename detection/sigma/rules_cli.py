@@ -234,4 +234,9 @@ def register_rules_commands(main: click.Group) -> None:
             )
             for failure in report.failures:
                 _cli().console.print(f"  failed: {failure.title}: {failure.reason}")
+            for rule_id, fields in report.unindexed.items():
+                _cli().console.print(
+                    f"  partial: {rule_id} could not see values too long to index in "
+                    f"{', '.join(fields)}"
+                )
         sys.exit(_cli().EXIT_PARTIAL if report.failures else _cli().EXIT_OK)
