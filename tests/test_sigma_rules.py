@@ -1053,3 +1053,106 @@ detection:
         "0d0b4e2a-0000-4000-8000-000000000031": ["process.command_line.keyword"],
     }
     assert "unindexed" in report.as_dict()
+
+
+NETWORK_RULES = {
+    "dns": """
+title: Bad Domain Lookup
+id: 0d0b4e2a-0000-4000-8000-000000000040
+level: high
+logsource: {category: dns}
+detection:
+    selection:
+        query|endswith: '.bad-c2.example'
+    condition: selection
+""",
+    "firewall": """
+title: Bad Address Traffic
+id: 0d0b4e2a-0000-4000-8000-000000000041
+level: high
+logsource: {category: firewall}
+detection:
+    selection:
+        - dst_ip: '198.51.100.23'
+        - src_ip: '198.51.100.23'
+    condition: selection
+""",
+    "unmapped": """
+title: Firewall Action
+id: 0d0b4e2a-0000-4000-8000-000000000042
+level: low
+logsource: {category: firewall}
+detection:
+    selection:
+        action: 'blocked'
+        dst_port: 445
+    condition: selection
+""",
+    "web": """
+title: Web Path
+id: 0d0b4e2a-0000-4000-8000-000000000043
+level: low
+logsource: {category: webserver}
+detection:
+    selection:
+        cs-uri-query|contains: '/etc/passwd'
+    condition: selection
+""",
+}
+
+
+def test_productless_dns_and_firewall_rules_run_on_ecs_network_fields(
+    sigma_settings: Settings, store: EventStore, client: Elasticsearch, tmp_path: Path
+) -> None:
+    """`category: dns|firewall` without a product: ECS fields; unmapped fields are refused."""
+    catalogue = convert_rule_set(load_rule_set([write_rules(tmp_path / "r", **NETWORK_RULES)]))
+    converted = {rule.title: rule for rule in catalogue.converted}
+    refused = {rule.title: rule for rule in catalogue.unsupported}
+    assert set(converted) == {"Bad Domain Lookup", "Bad Address Traffic"}
+    assert converted["Bad Domain Lookup"].pipeline == "network"
+    assert "dns.question.name:" in converted["Bad Domain Lookup"].query
+    assert "destination.ip:198.51.100.23" in converted["Bad Address Traffic"].query
+    assert refused["Firewall Action"].kind == "conversion-error"
+    assert "src_ip" in refused["Firewall Action"].reason
+    assert refused["Web Path"].kind == "unsupported-logsource"
+    events = [
+        evtx_record(
+            SYSMON,
+            22,
+            SYSMON_PROVIDER,
+            1,
+            QueryName="Beacon.Bad-C2.example",
+            QueryStatus="0",
+            Image="C:\\Windows\\System32\\rundll32.exe",
+        ),
+        evtx_record(
+            SYSMON,
+            22,
+            SYSMON_PROVIDER,
+            2,
+            QueryName="bad-c2.example.org",
+            QueryStatus="0",
+            Image="C:\\Windows\\System32\\rundll32.exe",
+        ),
+        evtx_record(
+            SYSMON,
+            3,
+            SYSMON_PROVIDER,
+            3,
+            Image="C:\\Temp\\x.exe",
+            Initiated="true",
+            Protocol="tcp",
+            SourceIp="10.0.0.9",
+            SourcePort="50000",
+            DestinationIp="198.51.100.23",
+            DestinationPort="443",
+        ),
+    ]
+    ingest_events(sigma_settings, store, events)
+    hits = client.search(index=store.names.events_alias, size=10, sort=[{"@timestamp": "asc"}])
+    ids = [hit["_id"] for hit in hits["hits"]["hits"]]
+    report = RunReport()
+    matches = SigmaRunner(client, store.names).search(list(converted.values()), report=report)
+    assert report.failures == []
+    assert event_ids_of(matches, "Bad Domain Lookup") == {ids[0]}
+    assert event_ids_of(matches, "Bad Address Traffic") == {ids[2]}

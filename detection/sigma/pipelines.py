@@ -60,8 +60,24 @@ Linux services narrow the events: `auditd` to `event.dataset: auditd.log`; `auth
 category `process_creation` to `event.category: process`. Keyword searches (values without
 a field) look in `message`.
 
-Every other product (cloud, network, web, macos, ...) has no pipeline here: such rules are
-reported as unsupported-logsource.
+Product-less network categories use `network_ecs`: `dns` (`query`, as SigmaHQ's DNS rules
+name the queried domain) and `firewall` (`src_ip`, `dst_ip`, `src_port`, `dst_port`) map
+onto the ECS fields every network source of ours fills: Sysmon 22 and Zeek/Suricata DNS
+give dns.question.name; Sysmon 3, Security 5156, firewall, Zeek and Suricata logs give
+source.* and destination.*. A rule of these categories testing any other field is refused
+(conversion-error naming the field), never run on a field no event has.
+
+| Sigma field | ECS field |
+|---|---|
+| query | dns.question.name |
+| answer | dns.answers.data |
+| record_type | dns.question.type |
+| src_ip, dst_ip | source.ip, destination.ip |
+| src_port, dst_port | source.port, destination.port |
+
+Every other product (cloud, web, macos, ...) and the other product-less categories
+(`webserver`, `proxy`, `antivirus`: fields no format of ours produces) have no pipeline
+here: such rules are reported as unsupported-logsource.
 """
 
 from __future__ import annotations
@@ -79,6 +95,7 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import (
     AddConditionTransformation,
     AddFieldnamePrefixTransformation,
+    DetectionItemFailureTransformation,
     FieldMappingTransformation,
     HashesFieldsDetectionItemTransformation,
 )
@@ -175,6 +192,20 @@ LINUX_FIELDS = {
     **{f"a{index}": "process.args" for index in range(10)},
 }
 LINUX_SYSLOG_SERVICES = {"auth": None, "sshd": "sshd", "sudo": "sudo", "cron": "cron"}
+# Product-less network categories and their fields (network_ecs_pipeline).
+NETWORK_FIELDS = {
+    "dns": {
+        "query": "dns.question.name",
+        "answer": "dns.answers.data",
+        "record_type": "dns.question.type",
+    },
+    "firewall": {
+        "src_ip": "source.ip",
+        "dst_ip": "destination.ip",
+        "src_port": "source.port",
+        "dst_port": "destination.port",
+    },
+}
 
 
 class UnsupportedLogsource(ValueError):
@@ -195,10 +226,13 @@ class UnsupportedLogsource(ValueError):
 
 
 def pipeline_name(logsource: SigmaLogSource) -> str:
-    """`windows`, `linux`, or raises UnsupportedLogsource."""
+    """`windows`, `linux`, `network`, or raises UnsupportedLogsource."""
     product = (logsource.product or "").lower()
     if product in ("windows", "linux"):
         return product
+    category = (logsource.category or "").lower()
+    if not product and not logsource.service and category in NETWORK_FIELDS:
+        return "network"
     raise UnsupportedLogsource(logsource)
 
 
@@ -214,6 +248,8 @@ def build_pipeline(name: str) -> ProcessingPipeline:
         )
     if name == "linux":
         return linux_ecs_pipeline() + lianfang_fields_pipeline("linux")
+    if name == "network":
+        return network_ecs_pipeline()
     raise ValueError(f"unknown pipeline {name!r}")
 
 
@@ -372,3 +408,29 @@ def linux_ecs_pipeline() -> ProcessingPipeline:
         )
     )
     return ProcessingPipeline(name="Lianfang: Linux ECS (auditd, syslog)", priority=20, items=items)
+
+
+def network_ecs_pipeline() -> ProcessingPipeline:
+    """Product-less `dns` and `firewall` rules onto ECS network fields; other fields refused."""
+    items = []
+    for category, fields in NETWORK_FIELDS.items():
+        items.append(
+            ProcessingItem(
+                identifier=f"lianfang_network_{category}_fields",
+                transformation=FieldMappingTransformation(fields),
+                rule_conditions=[LogsourceCondition(category=category)],
+            )
+        )
+        items.append(
+            ProcessingItem(
+                identifier=f"lianfang_network_{category}_unknown_field",
+                transformation=DetectionItemFailureTransformation(
+                    f"category {category} (no product): only the fields "
+                    f"{', '.join(fields)} have an ECS mapping"
+                ),
+                field_name_conditions=[IncludeFieldCondition(fields=list(fields.values()))],
+                field_name_condition_negation=True,
+                rule_conditions=[LogsourceCondition(category=category)],
+            )
+        )
+    return ProcessingPipeline(name="Lianfang: network categories to ECS", priority=20, items=items)
