@@ -1156,3 +1156,21 @@ def test_productless_dns_and_firewall_rules_run_on_ecs_network_fields(
     assert report.failures == []
     assert event_ids_of(matches, "Bad Domain Lookup") == {ids[0]}
     assert event_ids_of(matches, "Bad Address Traffic") == {ids[2]}
+
+
+def test_contains_lists_without_letters_are_one_alternation(tmp_path: Path) -> None:
+    """Values without letters but with wildcards share one regex, not one wildcard query each."""
+    rule = """
+title: Emoji Sequences
+id: 0d0b4e2a-0000-4000-8000-000000000050
+level: low
+logsource: {product: windows, category: process_creation}
+detection:
+    selection:
+        CommandLine|contains: ['\U0001F937\U0001F3FC', '\U0001F64E\U0001F3FC', '--%%']
+    condition: selection
+"""
+    query = converted_by_title(write_rules(tmp_path / "r", emoji=rule))["Emoji Sequences"].query
+    assert query.count("process.command_line.keyword:") == 1
+    assert "process.command_line.keyword:/.*((" in query
+    assert "*" not in query.split("process.command_line.keyword:")[1].replace(".*", "")

@@ -455,7 +455,11 @@ class CaseInsensitiveLuceneBackend(LuceneBackend):
     def convert_condition_as_in_expression(
         self, cond: ConditionOR | ConditionAND, state: ConversionState
     ) -> Any:
-        """`field:(a OR b OR ...)`; with letters, one alternation regex (one automaton, not n)."""
+        """`field:(a OR b OR ...)`; with letters or wildcards, one alternation regex.
+
+        One automaton instead of one per value: SigmaHQ's emoji rules list hundreds of
+        `contains` values without letters, which as separate wildcard queries cost seconds.
+        """
         values = [
             arg.value for arg in cond.args if isinstance(arg, ConditionFieldEqualsValueExpression)
         ]
@@ -471,7 +475,7 @@ class CaseInsensitiveLuceneBackend(LuceneBackend):
             isinstance(cond, ConditionOR)
             and len(values) == len(cond.args)
             and all(isinstance(value, SigmaString) for value in values)
-            and any(has_cased_letter(str(value)) for value in values)
+            and any(has_cased_letter(str(value)) or value.contains_special() for value in values)
         ):
             first = cond.args[0]
             assert isinstance(first, ConditionFieldEqualsValueExpression)
