@@ -698,6 +698,14 @@ def evtx_record(channel: str, event_id: int, provider: str, minute: int, **data:
     }
 
 
+def user_data_record(channel: str, event_id: int, provider: str, minute: int, **data: str) -> dict:
+    """A record whose payload is UserData (TerminalServices, log cleared) instead of EventData."""
+    record = evtx_record(channel, event_id, provider, minute)
+    record["Event"].pop("EventData")
+    record["Event"]["UserData"] = {"EventXML": {"#attributes": {"xmlns": "Event_NS"}, **data}}
+    return record
+
+
 SYSMON_PROVIDER = "Microsoft-Windows-Sysmon"
 SECURITY_PROVIDER = "Microsoft-Windows-Security-Auditing"
 # Each record with the fixture rule that must match it (and only it).
@@ -826,8 +834,32 @@ EVTX_FIELD_CASES = [
         ),
         "Parent Path",
     ),
+    # Sigma names UserData fields like EventData ones (TerminalServices 21 has only UserData).
+    (
+        user_data_record(
+            "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+            21,
+            "Microsoft-Windows-TerminalServices-LocalSessionManager",
+            9,
+            User="CORP\\bob",
+            SessionID="2",
+            Address="16777216",
+        ),
+        "Remote Session From Tunnel",
+    ),
 ]
 EVTX_FIELD_RULES = {
+    "session": """
+title: Remote Session From Tunnel
+id: 0d0b4e2a-0000-4000-8000-000000000026
+level: high
+logsource: {product: windows, service: terminalservices-localsessionmanager}
+detection:
+    selection:
+        EventID: 21
+        Address|contains: '16777216'
+    condition: selection
+""",
     "pe": """
 title: Unknown PE Metadata
 id: 0d0b4e2a-0000-4000-8000-000000000020
@@ -1167,7 +1199,7 @@ level: low
 logsource: {product: windows, category: process_creation}
 detection:
     selection:
-        CommandLine|contains: ['\U0001F937\U0001F3FC', '\U0001F64E\U0001F3FC', '--%%']
+        CommandLine|contains: ['\U0001f937\U0001f3fc', '\U0001f64e\U0001f3fc', '--%%']
     condition: selection
 """
     query = converted_by_title(write_rules(tmp_path / "r", emoji=rule))["Emoji Sequences"].query

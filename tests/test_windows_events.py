@@ -188,3 +188,42 @@ def test_damage_reaches_the_dead_letter_file(tmp_path: Path) -> None:
     (letter,) = [json.loads(line) for line in dead_letters.current_path.read_text().splitlines()]
     assert letter["source"] == str(cut)
     assert letter["reason"].startswith("windows: damaged EVTX data: file truncated")
+
+
+def test_user_data_fields_are_also_event_data_for_sigma() -> None:
+    """An event with UserData only (TerminalServices 21): its fields under event_data too."""
+    record = {
+        "Event": {
+            "System": {
+                "Provider": {
+                    "#attributes": {
+                        "Name": "Microsoft-Windows-TerminalServices-LocalSessionManager"
+                    }
+                },
+                "EventID": 21,
+                "Channel": "Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+                "Computer": "WS-01",
+                "EventRecordID": 7,
+                "TimeCreated": {"#attributes": {"SystemTime": "2021-03-01T10:00:00.000000Z"}},
+            },
+            "UserData": {
+                "EventXML": {
+                    "#attributes": {"xmlns": "Event_NS"},
+                    "User": "CORP\\bob",
+                    "SessionID": "2",
+                    "Address": "16777216",
+                }
+            },
+        }
+    }
+    winlog = WINDOWS.parse(record, ParseContext())["winlog"]
+    assert winlog["user_data"] == {
+        "User": "CORP\\bob",
+        "SessionID": "2",
+        "Address": "16777216",
+        "xml_name": "EventXML",
+    }
+    assert winlog["event_data"] == {"User": "CORP\\bob", "SessionID": "2", "Address": "16777216"}
+    # An event with EventData keeps only its own event data.
+    record["Event"]["EventData"] = {"Reason": "1"}
+    assert WINDOWS.parse(record, ParseContext())["winlog"]["event_data"] == {"Reason": "1"}

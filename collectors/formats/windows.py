@@ -23,7 +23,9 @@ Quirks worth knowing:
   them ("true"/"false", decimal integers, "0x..." for hex types), so one field never gets
   two Elasticsearch types. Empty values are dropped; "-" is kept there because Sigma rules
   match on it, but never copied into an ECS field. Unnamed <Data> elements become
-  param1, param2, ... (Winlogbeat's naming); UserData gets `xml_name` for its element.
+  param1, param2, ... (Winlogbeat's naming); UserData gets `xml_name` for its element, and
+  an event without EventData (Windows writes one or the other) also has UserData's fields
+  under `winlog.event_data`, where Sigma rules look for them by name.
 - GUID-typed values come out of the evtx package without braces ("365ABB72-..."), where
   Windows renders "{365ABB72-...}"; they are kept as decoded.
 - @timestamp is System/TimeCreated, not Sysmon's UtcTime. Flat exports without a zone
@@ -1049,6 +1051,13 @@ def _enrich(document: dict[str, Any], winlog: dict[str, Any], code: str, kind: s
         _powershell_operational(document, winlog, data)
     _common_fields(document, winlog, data, user_data, kind)
     _related(document)
+    # An event carries either EventData or UserData, and Sigma rules (like Windows' own
+    # rendering) name a UserData field as they name an EventData one (`Address` of
+    # TerminalServices 21, `SubjectUserName` of 1102): its fields are also given there.
+    if "event_data" not in winlog and isinstance(winlog.get("user_data"), dict):
+        fields = {key: value for key, value in winlog["user_data"].items() if key != "xml_name"}
+        if fields:
+            winlog["event_data"] = fields
 
 
 def _security(
