@@ -48,6 +48,9 @@ OBJECT_FIELDS = {
     "status_id": "keyword",
 }
 SORT = [{"date_added_us": "asc"}, {"seq": "asc"}, {"key": "asc"}]
+# A bulk answer carries, per item, only what the outcomes need: without this, Elasticsearch
+# writes and the client parses some 200 bytes of shard bookkeeping for each object.
+BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error"
 UNMARKED = "none"
 MAX_VERSIONS_PER_OBJECT = 10_000
 MAX_UNREFRESHED = 200_000
@@ -82,6 +85,19 @@ class StoreOutcome:
     stored: bool
     version: str
     message: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """The outcome of each version, and the results of operations sent along (in order)."""
+
+    outcomes: list[StoreOutcome]
+    other_items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def shown_version(item: PreparedVersion, date_added_us: int) -> str:
+    """The version a stored object has: its own, or (unversioned) the instant it was added."""
+    return item.version or _format_key(_date_key(date_added_us))
 
 
 @dataclass(frozen=True)
@@ -209,10 +225,15 @@ class TaxiiObjectStore:
         status_id: str,
         publisher: str,
         publisher_department: str | None,
-    ) -> list[StoreOutcome]:
-        """Store versions (exact duplicates count as stored); one outcome per version."""
+        other_operations: bytes = b"",
+    ) -> StoredBatch:
+        """Store versions (exact duplicates count as stored); one outcome per version.
+
+        `other_operations` (bulk NDJSON for another index) travel in the same request, which
+        saves a round trip; their results come back uninterpreted.
+        """
         if not versions:
-            return []
+            return StoredBatch([])
         with self._write_lock:
             touched = {(collection, item.object_id) for item in versions}
             if touched & self._unrefreshed or len(self._unrefreshed) > MAX_UNREFRESHED:
@@ -248,20 +269,24 @@ class TaxiiObjectStore:
                 }
                 body.append(orjson.dumps({"create": {"_index": self.index, "_id": key}}))
                 body.append(orjson.dumps(document))
-            for key, changes in flags.demotions().items():
+            demotions = flags.demotions()
+            for key, changes in demotions.items():
                 body.append(orjson.dumps({"update": {"_index": self.index, "_id": key}}))
                 body.append(orjson.dumps({"doc": changes}))
             self._dirty = True
             self._unrefreshed |= touched
-            response = self.client.bulk(operations=b"\n".join(body) + b"\n")
-            outcomes, conflicts, broken = self._outcomes(
-                versions, response["items"], _format_key(fixed_key)
+            response = self.client.bulk(
+                operations=b"\n".join(body) + b"\n" + other_operations,
+                filter_path=BULK_RESPONSE_FIELDS,
             )
+            items = response["items"]
+            ours = len(versions) + len(demotions)
+            outcomes, conflicts, broken = self._outcomes(versions, items, _format_key(fixed_key))
             if conflicts:
                 self._resolve_conflicts(versions, keys, conflicts, outcomes)
-            if broken or _failed_updates(response["items"], len(versions)):
+            if broken or _failed_updates(items[len(versions) : ours]):
                 self._repair_flags(collection, broken or {v.object_id for v in versions})
-            return outcomes
+            return StoredBatch(outcomes, items[ours:])
 
     def _outcomes(
         self, versions: list[PreparedVersion], items: list[dict[str, Any]], added_version: str
@@ -536,8 +561,8 @@ def _widen(first: dict[str, str], last: dict[str, str], object_id: str, key: str
         last[object_id] = key
 
 
-def _failed_updates(items: list[dict[str, Any]], creates: int) -> bool:
-    return any(item["update"].get("status", 500) >= 300 for item in items[creates:])
+def _failed_updates(updates: list[dict[str, Any]]) -> bool:
+    return any(item["update"].get("status", 500) >= 300 for item in updates)
 
 
 def _date_key(micros: int) -> str:

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from elasticsearch import Elasticsearch, NotFoundError
 
 from lianfang.schema import format_timestamp
 from lianfang.store import install_index
+from sharing.object_store import BULK_RESPONSE_FIELDS
 from sharing.taxii_timestamps import format_micros
 
 STATUS_FIELDS = {
@@ -121,6 +123,19 @@ class TaxiiStatusStore:
 
     def save(self, header: StatusHeader, chunks: dict[int, list[StatusEntry]]) -> None:
         """Write the header and some chunks in one request (complete when nothing is pending)."""
+        response = self.client.bulk(
+            operations=self.operations(header, chunks), filter_path=BULK_RESPONSE_FIELDS
+        )
+        if response.get("errors"):
+            reasons = {
+                str(item["index"].get("error", {}).get("type"))
+                for item in response["items"]
+                if item["index"].get("status", 500) >= 300
+            }
+            raise StatusNotSaved(header.status_id, ", ".join(sorted(reasons)))
+
+    def operations(self, header: StatusHeader, chunks: dict[int, list[StatusEntry]]) -> bytes:
+        """The bulk operations (NDJSON) that write the header and some chunks."""
         operations: list[dict[str, Any]] = [
             {"index": {"_index": self.index, "_id": header.status_id}},
             {
@@ -144,14 +159,13 @@ class TaxiiStatusStore:
             operations.append(
                 {"kind": "chunk", "status_id": header.status_id, "chunk": chunk, "entries": entries}
             )
-        response = self.client.bulk(operations=operations)
-        if response.get("errors"):
-            reasons = {
-                str(item["index"].get("error", {}).get("type"))
-                for item in response["items"]
-                if item["index"].get("status", 500) >= 300
-            }
-            raise StatusNotSaved(header.status_id, ", ".join(sorted(reasons)))
+        # Serialised here (orjson): a chunk holds a thousand entries.
+        return b"\n".join(orjson.dumps(operation) for operation in operations) + b"\n"
+
+    @staticmethod
+    def written(items: list[dict[str, Any]]) -> bool:
+        """Did the bulk answer to `operations` write every document?"""
+        return bool(items) and all(item["index"].get("status", 500) < 300 for item in items)
 
     def chunk(self, status_id: str, chunk: int) -> list[StatusEntry]:
         """The entries of one chunk (real-time)."""

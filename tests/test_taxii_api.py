@@ -3,6 +3,7 @@ rights per department and partner, the TLP policy and the disclosure audit."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import tracemalloc
@@ -15,9 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from lianfang.principals import PrincipalStore, Role
+from api.routes.taxii import MOUNT_PATH, TaxiiServices
+from lianfang.principals import Principal, PrincipalStore, Role
 from lianfang.settings import load_settings
 from lianfang.store import connect
+from sharing.object_store import ObjectQuery
+from sharing.taxii_intake import AddObjectsJob, IntakeLimits
+from sharing.taxii_status import StatusHeader
+from sharing.taxii_timestamps import now_micros
 from sharing.tlp import TLP_2_IDS, TlpLevel
 
 ROOT = "/taxii2/lianfang"
@@ -589,6 +595,85 @@ def test_pending_status_is_polled_to_completion(taxii_env: dict[str, Any]) -> No
             time.sleep(0.05)
         assert status["status"] == "complete" and status["success_count"] == 1500
         assert len(status["successes"]) == 1500 and "pendings" not in status
+
+
+def taxii_services(server: TestClient) -> TaxiiServices:
+    """The running TAXII server's services (its object store is the one writer)."""
+    mount = next(route for route in server.app.routes if getattr(route, "path", "") == MOUNT_PATH)
+    return mount.app.state.services_of()
+
+
+def test_spooled_chunks_and_the_chunk_kept_in_memory_store_alike(
+    server: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of three: the first two go through the spool, the last is stored from memory;
+    each object keeps its place, failures their reason, and a repeat is recognised. A
+    request of one chunk writes its status with the objects, and again only when an object
+    was not stored as new."""
+    services = taxii_services(server)
+    finance = services.config.collection("finance")
+    publisher = Principal("fin", Role.DEPARTMENT_ANALYST, "finance")
+    saves: list[str] = []  # the state of every status written on its own
+    real_save = services.statuses.save
+
+    def counted_save(header: StatusHeader, chunks: dict[int, list[Any]]) -> None:
+        saves.append(header.state)
+        real_save(header, chunks)
+
+    monkeypatch.setattr(services.statuses, "save", counted_save)
+
+    def run(objects: list[Any], batch_size: int) -> dict[str, Any]:
+        saves.clear()
+        job = AddObjectsJob(
+            status_id=str(uuid.uuid4()),
+            request_timestamp_us=now_micros(),
+            collection=finance,
+            publisher=publisher,
+            objects=services.objects,
+            statuses=services.statuses,
+            validator=services.validator,
+            limits=IntakeLimits(batch_size, services.config.server.unmarked_level),
+        )
+        job.prepare(io.BytesIO(json.dumps({"objects": objects}).encode()))
+        job.store()
+        resource = services.statuses.resource(job.status_id, "fin", False)
+        assert resource is not None and resource["status"] == "complete"
+        if job.chunks == 1:
+            assert resource == job.resource()
+        return resource
+
+    posted: list[Any] = [indicator(tlp=TlpLevel.GREEN) for _ in range(8)]
+    posted[1] = {"type": "indicator", "id": "indicator--x"}
+    posted[6] = 7
+    valid = [item for item in posted if isinstance(item, dict) and item["id"] != "indicator--x"]
+    status = run(posted, 3)
+    assert saves == ["pending"] * 5 + ["complete"]  # two spooled chunks, published, stored
+    assert (status["total_count"], status["success_count"], status["failure_count"]) == (8, 6, 2)
+    assert [s["id"] for s in status["successes"]] == [item["id"] for item in valid]
+    assert "message" not in status["successes"][0]
+    assert [f["id"] for f in status["failures"]] == ["indicator--x", "objects[6]"]
+    assert "UUID" in status["failures"][0]["message"]
+    stored, _ = services.objects.page(
+        ObjectQuery(collection=finance.id, object_ids=tuple(item["id"] for item in valid)),
+        50,
+        with_objects=True,
+    )
+    assert [version.seq for version in stored] == [0, 2, 3, 4, 5, 7]
+    assert [json.loads(version.raw or "") for version in stored] == valid
+    again = run(posted, 3)
+    assert again["success_count"] == 6
+    assert {s["message"] for s in again["successes"]} == {"already in the collection"}
+
+    # One chunk, every object new (one failing validation): the status travels with them.
+    fresh = [indicator(tlp=TlpLevel.GREEN) for _ in range(4)] + [{"type": "indicator"}]
+    status = run(fresh, 10)
+    assert saves == [] and (status["success_count"], status["failure_count"]) == (4, 1)
+    # One chunk with objects already there or in conflict: the status is rewritten.
+    changed = {**fresh[0], "pattern": "[ipv4-addr:value = '198.51.100.9']"}
+    status = run([fresh[1], changed, indicator(tlp=TlpLevel.GREEN)], 10)
+    assert saves == ["complete"]
+    assert [s.get("message") for s in status["successes"]] == ["already in the collection", None]
+    assert "different object" in status["failures"][0]["message"]
 
 
 @pytest.mark.slow

@@ -174,6 +174,8 @@ def test_timestamps_compare_exactly_whatever_their_precision() -> None:
         "2016-01-01T01:01:01",
         "2016-01-01T01:01:01+00:00",
         "2016-02-30T00:00:00Z",
+        "2016-01-01T24:00:00Z",
+        "\uff12016-01-01T00:00:00Z",  # a full-width digit: int() reads it, STIX does not
         "x",
         5,
         None,
@@ -330,6 +332,9 @@ def test_valid_objects(valid: dict) -> None:
         ({"id": None}, "id is missing"),
         ({"id": "malware--c410e480-e42b-47d1-9476-85307c12bcbf"}, "id must be"),
         ({"id": "indicator--not-a-uuid"}, "UUID"),
+        # 32 hexadecimal digits and four hyphens, but not in RFC 4122's places.
+        ({"id": "indicator--c410e480-e42b47d1-9476-85307c12-bcbf"}, "UUID"),
+        ({"id": "indicator--{c410e480-e42b-47d1-9476-85307c12bcbf}"}, "UUID"),
         ({"spec_version": None}, "spec_version is missing"),
         ({"spec_version": "2.0"}, "not accepted"),
         ({"modified": "yesterday"}, "modified is not"),
