@@ -4,6 +4,9 @@ Four departments across the critical sectors produce normal activity (SSH and su
 syslog, network flows, DNS and database audit records as ECS JSON lines), and four
 attack stories are woven in. `truth.json` names every story with its ATT&CK techniques,
 entities and time window, so detection can be measured against it.
+
+Baseline days (`generate_baseline_days`) are the same departments' ordinary activity on the
+days before the demo day, without any story: a clean period to train anomaly models on.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -90,11 +94,12 @@ EXFILTRATION_SERVER = "185.220.101.9"
 
 @dataclass(frozen=True)
 class DemoSpec:
-    """What to generate: seed, day (UTC; default yesterday) and background volume scale."""
+    """What to generate: seed, day (UTC; default yesterday), background volume, attack stories."""
 
     seed: int = 20261128
     day: date | None = None
     scale: float = 1.0
+    stories: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.scale <= 100:
@@ -501,10 +506,11 @@ def generate_demo_day(spec: DemoSpec, out_dir: Path) -> dict[str, Any]:
     writers = _Writers(out_dir)
     generator = _DayGenerator(spec, writers)
     generator.background()
-    generator.ssh_brute_force_then_success()
-    generator.port_scan()
-    generator.night_exfiltration()
-    generator.database_export()
+    if spec.stories:
+        generator.ssh_brute_force_then_success()
+        generator.port_scan()
+        generator.night_exfiltration()
+        generator.database_export()
     line_counts = writers.flush()
     formats = {"syslog": "syslog", "json": "json"}
     files = [
@@ -531,3 +537,95 @@ def generate_demo_day(spec: DemoSpec, out_dir: Path) -> dict[str, Any]:
         json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     return manifest
+
+
+BASELINE_FOLDER = "baseline"
+BASELINE_MANIFEST = "baseline.json"
+MAX_BASELINE_DAYS = 28
+
+
+def is_working_day(day: date) -> bool:
+    """Monday to Friday: the working days of the feature sets' default working hours."""
+    return day.weekday() < 5
+
+
+def baseline_day_specs(spec: DemoSpec, days: int) -> list[DemoSpec]:
+    """The `days` most recent days before the demo day of its kind, oldest first, no stories.
+
+    The generator puts most activity in office hours on every date, while the anomaly
+    feature sets count all of Saturday and Sunday as off-hours: a weekday baseline would
+    make a weekend demo day look unusual throughout (and the reverse), so baseline days are
+    working days for a working demo day and weekend days for a weekend one. They have the
+    demo day's scale: anomaly features count per entity and hour, so a thinner baseline would
+    make every busy server and account look unusual. Each day's seed is the demo seed plus
+    the day's distance to the demo day: reproducible, and never the demo day's own draws.
+    """
+    if not 1 <= days <= MAX_BASELINE_DAYS:
+        raise ValueError(f"baseline days must be between 1 and {MAX_BASELINE_DAYS}, not {days}")
+    demo_day = spec.the_day
+    wanted = is_working_day(demo_day)
+    chosen: list[DemoSpec] = []
+    back = 0
+    while len(chosen) < days:
+        back += 1
+        day = demo_day - timedelta(days=back)
+        if is_working_day(day) == wanted:
+            chosen.append(
+                DemoSpec(
+                    seed=spec.seed + back,
+                    day=day,
+                    scale=spec.scale,
+                    stories=False,
+                )
+            )
+    return chosen[::-1]
+
+
+def _remove_previous_baseline(out_dir: Path) -> None:
+    """Remove the day folders an earlier baseline listed, so only the new days remain."""
+    manifest = out_dir / BASELINE_MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        previous = json.loads(manifest.read_text(encoding="utf-8")).get("days", [])
+    except (OSError, ValueError):
+        return
+    for name in previous:
+        folder = out_dir / str(name)
+        if str(name) and folder.parent == out_dir and folder.is_dir():
+            shutil.rmtree(folder)
+
+
+def generate_baseline_days(spec: DemoSpec, days: int, out_dir: Path) -> dict[str, Any]:
+    """Write story-free baseline days before the demo day under `out_dir/<YYYY-MM-DD>/`.
+
+    Returns the baseline manifest (also written as `out_dir/baseline.json`): the days, the
+    range [start, end) from the first day's start to the last day's end (UTC), every file
+    (path relative to `out_dir`, with its department) and the event count. The folders of
+    the previous baseline written there are replaced.
+    """
+    specs = baseline_day_specs(spec, days)
+    _remove_previous_baseline(out_dir)
+    files: list[dict[str, Any]] = []
+    for day_spec in specs:
+        folder = day_spec.the_day.isoformat()
+        manifest = generate_demo_day(day_spec, out_dir / folder)
+        files.extend({**item, "path": f"{folder}/{item['path']}"} for item in manifest["files"])
+    first, last = specs[0].the_day, specs[-1].the_day
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    baseline = {
+        "seed": spec.seed,
+        "demo_day": spec.the_day.isoformat(),
+        "days": [day_spec.the_day.isoformat() for day_spec in specs],
+        "scale": specs[0].scale,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "events": sum(item["lines"] for item in files),
+        "files": files,
+        "stories": [],
+    }
+    (out_dir / BASELINE_MANIFEST).write_text(
+        json.dumps(baseline, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return baseline

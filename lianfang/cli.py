@@ -648,6 +648,13 @@ def demo() -> None:
 @click.option("--seed", type=int, help="random seed (default: settings demo_seed)")
 @click.option("--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)")
 @click.option("--scale", type=float, default=1.0, help="multiplies the normal background volume")
+@click.option(
+    "--baseline-days",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="also write this many story-free days before the demo day (OUT/baseline), same scale",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def demo_generate(
@@ -656,23 +663,16 @@ def demo_generate(
     seed: int | None,
     day: str | None,
     scale: float,
+    baseline_days: int,
     as_json: bool,
 ) -> None:
-    """Write the demo day's log files and its ground truth (truth.json)."""
-    from datetime import date
+    """Write the demo day's log files and its ground truth (truth.json), and baseline days."""
+    from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST, generate_demo_day
 
-    from collectors.demo_day import DemoSpec, generate_demo_day
-
-    try:
-        spec = DemoSpec(
-            seed=settings.demo_seed if seed is None else seed,
-            day=date.fromisoformat(day) if day else None,
-            scale=scale,
-        )
-    except ValueError as error:
-        fail(str(error), EXIT_USAGE)
-        return
+    spec = _demo_spec(settings, seed, day, scale)
     manifest = generate_demo_day(spec, out_dir)
+    if baseline_days:
+        manifest["baseline"] = _demo_baseline(spec, baseline_days, out_dir)
     emit(manifest, as_json)
     if not as_json:
         table = Table("file", "department", "format", "lines")
@@ -680,6 +680,44 @@ def demo_generate(
             table.add_row(item["path"], item["department"], item["format"], str(item["lines"]))
         Console().print(table)
         console.print(f"{manifest['events']} events, {len(manifest['stories'])} attack stories")
+        if baseline_days:
+            _print_baseline(manifest["baseline"], out_dir / BASELINE_FOLDER / BASELINE_MANIFEST)
+
+
+def _demo_spec(settings: Settings, seed: int | None, day: str | None, scale: float) -> Any:
+    """The DemoSpec of the demo options; exits with the usage code when one is invalid."""
+    from datetime import date
+
+    from collectors.demo_day import DemoSpec
+
+    try:
+        return DemoSpec(
+            seed=settings.demo_seed if seed is None else seed,
+            day=date.fromisoformat(day) if day else None,
+            scale=scale,
+        )
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+
+
+def _demo_baseline(spec: Any, days: int, out_dir: Path) -> dict[str, Any]:
+    """Write the story-free baseline days under OUT/baseline; exits on invalid options."""
+    from collectors.demo_day import BASELINE_FOLDER, generate_baseline_days
+
+    try:
+        return generate_baseline_days(spec, days, out_dir / BASELINE_FOLDER)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+        return {}
+
+
+def _print_baseline(baseline: dict[str, Any], manifest_path: Path) -> None:
+    """One line for people: the baseline days, their events and where their files are listed."""
+    console.print(
+        f"baseline {', '.join(baseline['days'])} (scale {baseline['scale']:g}): "
+        f"{baseline['events']:,} events, no attack stories; files listed in {manifest_path}",
+        highlight=False,
+    )
 
 
 def _demo_principals(settings: Settings, manifest: dict[str, Any]) -> Path:
@@ -712,6 +750,13 @@ def _demo_principals(settings: Settings, manifest: dict[str, Any]) -> Path:
 @click.option("--seed", type=int, help="random seed (default: settings demo_seed)")
 @click.option("--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)")
 @click.option("--scale", type=float, default=1.0)
+@click.option(
+    "--baseline-days",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="also load this many story-free days before the demo day (an anomaly baseline)",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def demo_load(
@@ -720,56 +765,27 @@ def demo_load(
     seed: int | None,
     day: str | None,
     scale: float,
+    baseline_days: int,
     as_json: bool,
 ) -> None:
-    """Generate the demo day and ingest every file under its department."""
+    """Generate the demo day (and baseline days) and ingest every file under its department."""
     import time
-    from datetime import date
 
-    from collectors.asset_inventory import AssetInventoryError
-    from collectors.demo_day import DemoSpec, generate_demo_day
-    from collectors.file_ingest import file_records, ingest_records
-    from collectors.masking import MaskingKeyMissing
-    from collectors.normalise import Department
-    from lianfang.bulk_writer import BulkDeliveryError
+    from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST, generate_demo_day
     from lianfang.store import EventStore, StoreUnavailable
 
-    spec = DemoSpec(
-        seed=settings.demo_seed if seed is None else seed,
-        day=date.fromisoformat(day) if day else None,
-        scale=scale,
-    )
+    spec = _demo_spec(settings, seed, day, scale)
     manifest = generate_demo_day(spec, out_dir)
+    baseline = _demo_baseline(spec, baseline_days, out_dir) if baseline_days else {}
     try:
         store = EventStore.from_settings(settings)
     except StoreUnavailable as error:
         fail(str(error), EXIT_UNAVAILABLE)
         return
-    departments = {d["id"]: d for d in manifest["departments"]}
     started = time.perf_counter()
-    totals = {"read": 0, "indexed": 0, "duplicates": 0, "dead_lettered": 0}
-    for item in manifest["files"]:
-        info = departments[item["department"]]
-        owner = Department(info["id"], info["name"], info["sector"])
-        try:
-            report, _ = ingest_records(
-                file_records(out_dir / item["path"]),
-                settings=settings,
-                store=store,
-                format_name=item["format"],
-                department=owner,
-            )
-        except (BulkDeliveryError, StoreUnavailable) as error:
-            fail(f"{item['path']}: {error}", EXIT_UNAVAILABLE)
-            return
-        except (MaskingKeyMissing, AssetInventoryError) as error:
-            fail(str(error), EXIT_USAGE)
-            return
-        for key in totals:
-            totals[key] += getattr(report, key)
-    store.refresh()
+    totals = _ingest_demo_files(settings, store, out_dir, manifest)
     seconds = time.perf_counter() - started
-    summary = {
+    summary: dict[str, Any] = {
         **totals,
         "seconds": round(seconds, 2),
         "events_per_second": round(totals["read"] / seconds, 1) if seconds else 0.0,
@@ -777,6 +793,16 @@ def demo_load(
         "stories": [story["id"] for story in manifest["stories"]],
         "truth": str(out_dir / "truth.json"),
     }
+    if baseline:
+        started = time.perf_counter()
+        loaded = _ingest_demo_files(settings, store, out_dir / BASELINE_FOLDER, baseline)
+        summary["baseline"] = {
+            **{key: baseline[key] for key in ("days", "scale", "start", "end")},
+            **loaded,
+            "seconds": round(time.perf_counter() - started, 2),
+            "manifest": str(out_dir / BASELINE_FOLDER / BASELINE_MANIFEST),
+        }
+    store.refresh()
     summary["keys_file"] = str(_demo_principals(settings, manifest))
     emit(summary, as_json)
     if not as_json:
@@ -785,7 +811,49 @@ def demo_load(
             f"({totals['duplicates']:,} already present, {totals['dead_lettered']} dead-lettered) "
             f"in {seconds:.1f} s = {summary['events_per_second']:,.0f} events/s"
         )
-    sys.exit(EXIT_PARTIAL if totals["dead_lettered"] else EXIT_OK)
+        if baseline:
+            loaded = summary["baseline"]
+            _print_baseline(baseline, Path(loaded["manifest"]))
+            console.print(
+                f"baseline: {loaded['indexed']:,} events indexed ({loaded['duplicates']:,} already "
+                f"present, {loaded['dead_lettered']} dead-lettered) in {loaded['seconds']:.1f} s"
+            )
+    dead_lettered = totals["dead_lettered"] + summary.get("baseline", {}).get("dead_lettered", 0)
+    sys.exit(EXIT_PARTIAL if dead_lettered else EXIT_OK)
+
+
+def _ingest_demo_files(
+    settings: Settings, store: Any, folder: Path, manifest: dict[str, Any]
+) -> dict[str, int]:
+    """Ingest every file of a demo manifest under its department; returns the totals."""
+    from collectors.asset_inventory import AssetInventoryError
+    from collectors.demo_day import DEPARTMENTS
+    from collectors.file_ingest import file_records, ingest_records
+    from collectors.masking import MaskingKeyMissing
+    from collectors.normalise import Department
+    from lianfang.bulk_writer import BulkDeliveryError
+    from lianfang.store import StoreUnavailable
+
+    departments = {d.id: d for d in DEPARTMENTS}
+    totals = {"read": 0, "indexed": 0, "duplicates": 0, "dead_lettered": 0}
+    for item in manifest["files"]:
+        info = departments[item["department"]]
+        owner = Department(info.id, info.name, info.sector)
+        try:
+            report, _ = ingest_records(
+                file_records(folder / item["path"]),
+                settings=settings,
+                store=store,
+                format_name=item["format"],
+                department=owner,
+            )
+        except (BulkDeliveryError, StoreUnavailable) as error:
+            fail(f"{item['path']}: {error}", EXIT_UNAVAILABLE)
+        except (MaskingKeyMissing, AssetInventoryError) as error:
+            fail(str(error), EXIT_USAGE)
+        for key in totals:
+            totals[key] += getattr(report, key)
+    return totals
 
 
 # ------------------------------------------------------------------ detection
