@@ -200,7 +200,9 @@ def main() -> None:
           f"matched events: {report.events_matched} (Zircolite's detections: {ZIRCOLITE['events']}); "
           f"distinct rules: {len({rule for rule, _ in detections})} (Zircolite: {ZIRCOLITE['rules']})")  # fmt: skip
     for rule_id, fields in report.unindexed.items():
-        print(f"  partial: {rule_id} could not see values too long to index in {', '.join(fields)}")
+        print(
+            f"  partial: {rule_id} could not see unindexed (too long) values of {', '.join(fields)}"
+        )
     print(f"alerts: {len(alerts)} ({vars(upserted)}); rules searched: {report.rules_run - report.rules_skipped}"
           f", skipped by the index plan: {report.rules_skipped}, (rule, index) searches: {report.shard_searches}")  # fmt: skip
     print(f"time: compile {compile_seconds:.1f} s (not in total), ingest {ingest_seconds:.1f} s, "

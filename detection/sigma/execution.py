@@ -10,10 +10,11 @@ A field missing from an event only makes its own condition false: a Lucene claus
 absent field matches nothing, so `NOT field:x` is true and `a OR field:x` still matches on
 `a` (tests/test_sigma_rules.py proves both against the node).
 
-A string longer than the events template's keyword limit (`ignore_above`) is kept in the
-document but not indexed, so no query can see it. Elasticsearch lists such fields in each
-document's `_ignored`; a rule that tests one of them in an index holding such a value is
-named in `RunReport.unindexed` with the fields, rather than silently seeing less.
+A string longer than the events template's keyword limit (`ignore_above`), or a value
+its field type refuses (`ignore_malformed`), is kept in the document but not indexed, so no
+query can see it. Elasticsearch lists such fields in each document's `_ignored`; a rule
+that tests one of them in an index holding such a value is named in `RunReport.unindexed`
+with the fields, rather than silently seeing less.
 
 Hits are grouped into alerts per (rule, entity, department, hour). The entity is the most
 specific one the rule looks at: the source address when the rule tests one (remote logons,
@@ -132,7 +133,7 @@ class RunReport:
     alerts: UpsertReport = field(default_factory=UpsertReport)
     failures: list[RuleFailure] = field(default_factory=list)
     truncated_rules: list[str] = field(default_factory=list)
-    # rule id -> fields it tests that hold values too long to index in a searched index
+    # rule id -> fields it tests that hold unindexed (too long, malformed) values in its indices
     unindexed: dict[str, list[str]] = field(default_factory=dict)
     search_seconds: float = 0.0
     alert_seconds: float = 0.0
@@ -160,7 +161,7 @@ class IndexContent:
 
     pairs: set[tuple[str, str]]  # (event.code, winlog.channel), lower-cased, "" when absent
     fields: set[str]
-    unindexed: frozenset[str] = frozenset()  # fields with values over ignore_above (_ignored)
+    unindexed: frozenset[str] = frozenset()  # fields with unindexed values (_ignored)
 
 
 TechniqueLookup = Callable[[str], AttackTechnique | None]
@@ -341,7 +342,7 @@ class SigmaRunner:
             if after is not None:
                 composite["after"] = after
             else:
-                # Which fields of each index hold values too long to be indexed.
+                # Which fields of each index hold values that were not indexed (_ignored).
                 aggs["ignored"] = {
                     "terms": {"field": "_index", "size": 10_000},
                     "aggs": {"fields": {"terms": {"field": "_ignored", "size": 1_000}}},
@@ -394,7 +395,7 @@ class SigmaRunner:
     def _note_unindexed(
         rule: ConvertedRule, target: str, plan: dict[str, IndexContent], report: RunReport
     ) -> None:
-        """Record the rule's fields that hold unindexed (too long) values in its indices."""
+        """Record the rule's fields that hold unindexed (too long, malformed) values in its indices."""
         tested = set(rule.fields)
         blind = {
             name

@@ -236,7 +236,7 @@ def register_rules_commands(main: click.Group) -> None:
                 _cli().console.print(f"  failed: {failure.title}: {failure.reason}")
             for rule_id, fields in report.unindexed.items():
                 _cli().console.print(
-                    f"  partial: {rule_id} could not see values too long to index in "
+                    f"  partial: {rule_id} could not see unindexed (too long) values of "
                     f"{', '.join(fields)}"
                 )
         sys.exit(_cli().EXIT_PARTIAL if report.failures else _cli().EXIT_OK)
