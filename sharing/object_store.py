@@ -21,7 +21,7 @@ import hashlib
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from elasticsearch import Elasticsearch
@@ -62,8 +62,10 @@ def document_key(collection: str, object_id: str, version_key: str | None) -> st
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-@dataclass(frozen=True)
-class PreparedVersion:
+# A POST holds a thousand of these (and of StoreOutcome) for its whole length: as tuples of
+# strings they cost the cyclic garbage collector nothing once it has seen them, where
+# dataclass instances would be promoted to its oldest generation and rescanned there.
+class PreparedVersion(NamedTuple):
     """A valid posted object, ready to store; `version_key` is None for unversioned objects."""
 
     position: int
@@ -78,8 +80,7 @@ class PreparedVersion:
     content_sha256: str
 
 
-@dataclass(frozen=True)
-class StoreOutcome:
+class StoreOutcome(NamedTuple):
     """What happened to one prepared version: stored (or already there) or refused."""
 
     stored: bool

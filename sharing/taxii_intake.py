@@ -202,21 +202,21 @@ class AddObjectsJob:
     def _admit(self, position: int, item: Any, prepared: list[PreparedVersion]) -> StatusEntry:
         """Check one object; add it to `prepared` if it may be stored. Returns its status entry."""
         if not isinstance(item, dict):
-            return [f"objects[{position}]", self._unknown_version, FAILURE, "not a JSON object"]
+            return (f"objects[{position}]", self._unknown_version, FAILURE, "not a JSON object")
         object_id = item.get("id") if isinstance(item.get("id"), str) else f"objects[{position}]"
         version = item.get("modified", item.get("created"))
         shown_version = version if isinstance(version, str) else self._unknown_version
         try:
             self.validator(item)
         except InvalidObject as error:
-            return [object_id, shown_version, FAILURE, error.reason]
+            return (object_id, shown_version, FAILURE, error.reason)
         level = tlp_of(item)
         decision = self._decision(level or self.limits.unmarked_level)
         if not decision.allowed:
             reason = decision.reason
             if level is None:
                 reason += f" (unmarked objects count as {self.limits.unmarked_level.label})"
-            return [object_id, shown_version, FAILURE, reason]
+            return (object_id, shown_version, FAILURE, reason)
         raw = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
         prepared.append(
             PreparedVersion(
@@ -232,7 +232,7 @@ class AddObjectsJob:
                 content_sha256=hashlib.sha256(raw).hexdigest(),
             )
         )
-        return [object_id, shown_version, PENDING, None]
+        return (object_id, shown_version, PENDING, None)
 
     def _decision(self, level: TlpLevel) -> PolicyDecision:
         decision = self._decisions.get(level)
@@ -289,15 +289,16 @@ class AddObjectsJob:
             reason = f"not stored: {type(error).__name__}: {error}"
         with self._lock:
             for number, item in enumerate(batch):
-                entry = entries[item.position - base]
+                index = item.position - base
+                object_id, version = entries[index][:2]
                 self.counts.pending -= 1
                 if outcomes is None:
-                    entry[2:] = [FAILURE, reason]
+                    entries[index] = (object_id, version, FAILURE, reason)
                     self.counts.failure += 1
                     continue
                 outcome = outcomes[number]
-                entry[1] = outcome.version
-                entry[2:] = [SUCCESS if outcome.stored else FAILURE, outcome.message]
+                state = SUCCESS if outcome.stored else FAILURE
+                entries[index] = (object_id, outcome.version, state, outcome.message)
                 if outcome.stored:
                     self.counts.success += 1
                 else:
@@ -318,10 +319,10 @@ class AddObjectsJob:
     ) -> tuple[list[StatusEntry], bytes]:
         """The chunk's entries, and the operations writing the complete status, as they will
         be if every waiting object is stored."""
-        assumed = [list(entry) for entry in entries]
+        assumed = list(entries)
         for item in batch:
             version = shown_version(item, self.request_timestamp_us)
-            assumed[item.position - base][1:] = [version, SUCCESS, None]
+            assumed[item.position - base] = (item.object_id, version, SUCCESS, None)
         counts = StatusCounts(
             self.counts.success + len(batch), self.counts.failure, self.counts.pending - len(batch)
         )

@@ -9,6 +9,7 @@ so a status is readable the moment it is written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +33,9 @@ STATUS_FIELDS = {
     "chunk": "long",
 }
 SUCCESS, FAILURE, PENDING = "success", "failure", "pending"
-# A status entry: [object id, version, state, message or None].
-StatusEntry = list[Any]
+# A status entry: (object id, version, state, message or None); a list when read back.
+# Tuples of strings cost the cyclic garbage collector nothing once it has seen them.
+StatusEntry = Sequence[Any]
 
 
 @dataclass
