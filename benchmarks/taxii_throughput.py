@@ -2,19 +2,24 @@
 
 Both servers run as separate processes on loopback ports: ours with uvicorn and a private
 index prefix on the configured cluster (the local node by default), medallion (the OASIS
-reference server) with its memory backend. The same load runs against each:
+reference server) with its memory backend. The same load runs against each, interleaved:
+every round measures each server once per client count, the order alternating between
+rounds, so that load from other work on the machine falls on both alike. Each measurement
+starts its server afresh (ours on a new index prefix) and stops it afterwards, so no
+measurement inherits another's data: medallion's memory backend slows down as it fills.
+Printed are the medians over the rounds, and the median of the per-round ratios.
 
-- POST: `--bundles` envelopes of 1,000 indicators each into one collection, by `--clients`
-  concurrent clients (a TAXII collection grows: medallion's memory backend compares every
-  new object with every stored one, so its rate falls as the collection fills);
+- POST: `--bundles` envelopes of 1,000 indicators each into one collection, by that many
+  concurrent clients (medallion's memory backend compares every new object with every
+  stored one, so its rate falls as the collection fills; ours does not);
 - GET: a second collection of `--get-bundles` thousand objects (loaded untimed), paged with
-  limit=1000 following `next`, `--passes` times per client. It is kept smaller because
+  limit=1000 following `next`, `--passes` times per client. It is kept small because
   medallion sorts the whole collection with nested loops on every first page (quadratic):
-  at 10,000 objects one request takes over ten minutes on this machine.
+  at 10,000 objects one request takes over ten minutes on this machine. `--get-bundles 0`
+  skips the GET phase.
 
-Printed: requests/s and objects/s of each phase for each server, and our ratio to medallion
-(goal of the sharing issue: at least 3x medallion's objects/s while persisting to
-Elasticsearch).
+Goal of the sharing issue: at least 3x medallion's objects/s while persisting to
+Elasticsearch.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +48,8 @@ from sharing.tlp import TLP_2_IDS, TlpLevel
 
 TAXII = "application/taxii+json;version=2.1"
 BUNDLE = 1000
+SERVERS = ("lianfang", "medallion")
+PHASES = ("post", "get")
 # Two collections of the default configuration: community (POSTs) and finance (GETs).
 POST_COLLECTION = "aa46b726-f70f-46db-ad03-e5ad46538be3"
 GET_COLLECTION = "130ad1e7-633b-4e13-b5fe-ccde1e74e591"
@@ -151,7 +159,7 @@ def get_phase(target: Target, clients: int, passes: int, expected: int) -> Rate:
                         target.objects_url(GET_COLLECTION),
                         params=params,
                         headers={"Accept": TAXII},
-                        timeout=600,
+                        timeout=1200,
                         **target.session_setup,
                     )
                     response.raise_for_status()
@@ -175,6 +183,7 @@ def get_phase(target: Target, clients: int, passes: int, expected: int) -> Rate:
 
 
 def start_ours(workdir: Path, es_url: str, prefix: str) -> tuple[subprocess.Popen, Target]:
+    """Our server with the packaged TAXII configuration (POST_COLLECTION is its community)."""
     settings = load_settings(es_url=es_url, index_prefix=prefix, home_dir=workdir / "home")
     client = connect(settings)
     principals = PrincipalStore(client, prefix)
@@ -220,6 +229,7 @@ class BearerAuth(requests.auth.AuthBase):
 
 
 def start_medallion(workdir: Path, page_size: int) -> tuple[subprocess.Popen, Target]:
+    """medallion with its memory backend and the same two collections, empty."""
     data = {
         "/discovery": {
             "title": "medallion",
@@ -281,15 +291,129 @@ def start_medallion(workdir: Path, page_size: int) -> tuple[subprocess.Popen, Ta
     )
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def start_server(
+    name: str, workdir: Path, es_url: str
+) -> tuple[subprocess.Popen, Target, str | None]:
+    """A fresh server (ours on a new index prefix, returned for the clean-up)."""
+    if name == "lianfang":
+        prefix = f"lfbench-taxii-{uuid.uuid4().hex[:8]}"
+        return (*start_ours(workdir, es_url, prefix), prefix)
+    return (*start_medallion(workdir, BUNDLE), None)
+
+
 def measure(
-    target: Target, bodies: list[bytes], readable: list[bytes], clients: int, passes: int
+    name: str, workdir: Path, es_url: str, arguments: argparse.Namespace, clients: int
 ) -> dict[str, Any]:
-    print(f"{target.name}: POST {len(bodies)} bundles", file=sys.stderr, flush=True)
-    posted = post_phase(target, POST_COLLECTION, bodies, clients)
-    print(f"{target.name}: load {len(readable)} bundles, GET", file=sys.stderr, flush=True)
-    post_phase(target, GET_COLLECTION, readable, 1)
-    read = get_phase(target, clients, passes, expected=len(readable) * BUNDLE)
-    return {"post": posted.as_dict(), "get": read.as_dict()}
+    """POST, then load the GET collection (untimed) and page through it, on a fresh server."""
+    process, target, prefix = start_server(name, workdir, es_url)
+    try:
+        bodies = [bundle(number) for number in range(arguments.bundles)]
+        measured = {"post": post_phase(target, POST_COLLECTION, bodies, clients).as_dict()}
+        if arguments.get_bundles:
+            readable = [bundle(number) for number in range(arguments.get_bundles)]
+            post_phase(target, GET_COLLECTION, readable, 1)
+            expected = arguments.get_bundles * BUNDLE
+            measured["get"] = get_phase(target, clients, arguments.passes, expected).as_dict()
+        return measured
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if prefix is not None:
+            client = connect(load_settings(es_url=es_url))
+            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
+            if indices:
+                client.indices.delete(index=",".join(indices))
+            client.close()
+
+
+def run_rounds(
+    servers: list[str], arguments: argparse.Namespace, client_counts: list[int], es_url: str
+) -> list[dict[str, Any]]:
+    """Every round measures each server once per client count, alternating which goes first."""
+    rounds: list[dict[str, Any]] = []
+    for number in range(arguments.rounds):
+        order = servers if number % 2 == 0 else list(reversed(servers))
+        measured: dict[str, Any] = {"round": number + 1, "order": order}
+        for clients in client_counts:
+            by_server: dict[str, Any] = {}
+            for name in order:
+                log(f"round {number + 1}, {clients} client(s): {name}")
+                with tempfile.TemporaryDirectory() as scratch:
+                    by_server[name] = measure(name, Path(scratch), es_url, arguments, clients)
+            measured[str(clients)] = by_server
+        rounds.append(measured)
+    return rounds
+
+
+def summarise(rounds: list[dict[str, Any]], client_counts: list[int]) -> dict[str, Any]:
+    """Medians over the rounds per client count, server and phase; median per-round ratios."""
+    summary: dict[str, Any] = {}
+    for clients in client_counts:
+        per_clients: dict[str, Any] = {}
+        runs = [measured[str(clients)] for measured in rounds]
+        for phase in PHASES:
+            if not all(phase in run.get(name, {}) for run in runs for name in run):
+                continue
+            row: dict[str, Any] = {}
+            for name in SERVERS:
+                if not all(name in run for run in runs):
+                    continue
+                rates = [run[name][phase] for run in runs]
+                row[name] = {
+                    "requests_per_s": round(
+                        statistics.median(r["requests_per_s"] for r in rates), 2
+                    ),
+                    "objects_per_s": round(statistics.median(r["objects_per_s"] for r in rates), 1),
+                    "objects_per_s_range": [
+                        min(r["objects_per_s"] for r in rates),
+                        max(r["objects_per_s"] for r in rates),
+                    ],
+                }
+            if len(row) == len(SERVERS):
+                ratios = [
+                    run["lianfang"][phase]["objects_per_s"]
+                    / run["medallion"][phase]["objects_per_s"]
+                    for run in runs
+                ]
+                row["ratio"] = round(statistics.median(ratios), 2)
+                row["ratio_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
+            per_clients[phase] = row
+        summary[str(clients)] = per_clients
+    return summary
+
+
+def print_table(arguments: argparse.Namespace, summary: dict[str, Any]) -> None:
+    print(
+        f"TAXII throughput, medians of {arguments.rounds} interleaved rounds: "
+        f"{arguments.bundles} POSTs of {BUNDLE} objects into one collection of a fresh server; "
+        f"GET pages of {BUNDLE} over {arguments.get_bundles * BUNDLE} objects, "
+        f"{arguments.passes} pass(es) per client"
+    )
+    print(
+        f"{'clients':>7} {'phase':<5} {'server':<10} {'requests/s':>11} {'objects/s':>11} "
+        f"{'objects/s range':>20}"
+    )
+    for clients, phases in summary.items():
+        for phase, row in phases.items():
+            for name in SERVERS:
+                if name not in row:
+                    continue
+                rate = row[name]
+                low, high = rate["objects_per_s_range"]
+                print(
+                    f"{clients:>7} {phase:<5} {name:<10} {rate['requests_per_s']:>11} "
+                    f"{rate['objects_per_s']:>11} {f'{low}-{high}':>20}"
+                )
+            if "ratio" in row:
+                low, high = row["ratio_range"]
+                print(
+                    f"{clients:>7} {phase:<5} {'ratio':<10} {'':>11} {row['ratio']:>10}x "
+                    f"{f'{low}x-{high}x':>20}   (goal: >= 3x)"
+                )
 
 
 def main() -> None:
@@ -298,79 +422,34 @@ def main() -> None:
     parser.add_argument(
         "--get-bundles", type=int, default=3, help="thousands of objects in the GET collection"
     )
-    parser.add_argument("--clients", type=int, default=2, help="concurrent clients")
-    parser.add_argument("--passes", type=int, default=2, help="full GET passes per client")
+    parser.add_argument(
+        "--clients", default="1,2", help="concurrent clients, comma-separated (each is measured)"
+    )
+    parser.add_argument("--passes", type=int, default=1, help="full GET passes per client")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument(
         "--servers", default="lianfang,medallion", help="which servers to measure, comma-separated"
     )
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
+    client_counts = [int(count) for count in arguments.clients.split(",")]
+    servers = [name for name in SERVERS if name in arguments.servers.split(",")]
 
-    settings = load_settings()
-    es_url = elasticsearch_url(settings)
-    prefix = f"lfbench-taxii-{uuid.uuid4().hex[:8]}"
-    bodies = [bundle(number) for number in range(arguments.bundles)]
-    readable = [bundle(number) for number in range(arguments.get_bundles)]
+    es_url = elasticsearch_url(load_settings())
     results: dict[str, Any] = {
         "bundles": arguments.bundles,
         "objects_per_bundle": BUNDLE,
-        "clients": arguments.clients,
+        "clients": client_counts,
+        "rounds": arguments.rounds,
         "get_collection_objects": arguments.get_bundles * BUNDLE,
         "get_passes": arguments.passes,
     }
-    processes: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as scratch:
-        workdir = Path(scratch)
-        try:
-            servers = arguments.servers.split(",")
-            if "lianfang" in servers:
-                process, ours = start_ours(workdir, es_url, prefix)
-                processes.append(process)
-                results["lianfang"] = measure(
-                    ours, bodies, readable, arguments.clients, arguments.passes
-                )
-            if "medallion" in servers:
-                process, medallion = start_medallion(workdir, BUNDLE)
-                processes.append(process)
-                results["medallion"] = measure(
-                    medallion, bodies, readable, arguments.clients, arguments.passes
-                )
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(timeout=30)
-            client = connect(load_settings(es_url=es_url))
-            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            if indices:
-                client.indices.delete(index=",".join(indices))
-            client.close()
-    measured = [name for name in ("lianfang", "medallion") if name in results]
-    if len(measured) == 2:
-        for phase in ("post", "get"):
-            ours_rate = results["lianfang"][phase]["objects_per_s"]
-            theirs = results["medallion"][phase]["objects_per_s"]
-            results[f"{phase}_ratio"] = round(ours_rate / theirs, 2) if theirs else None
+    results["runs"] = run_rounds(servers, arguments, client_counts, es_url)
+    results["summary"] = summarise(results["runs"], client_counts)
     if arguments.json:
         print(json.dumps(results, indent=2))
         return
-    print(
-        f"TAXII throughput: {arguments.bundles} POSTs of {BUNDLE} objects into one collection; "
-        f"GET pages of {BUNDLE} over {arguments.get_bundles * BUNDLE} objects, "
-        f"{arguments.passes} passes; {arguments.clients} client(s)"
-    )
-    print(f"{'server':<10} {'phase':<5} {'requests/s':>11} {'objects/s':>11} {'seconds':>8}")
-    for name in measured:
-        for phase in ("post", "get"):
-            rate = results[name][phase]
-            print(
-                f"{name:<10} {phase:<5} {rate['requests_per_s']:>11} "
-                f"{rate['objects_per_s']:>11} {rate['seconds']:>8}"
-            )
-    if len(measured) == 2:
-        print(
-            f"ratio lianfang/medallion objects/s: POST {results['post_ratio']}x, "
-            f"GET {results['get_ratio']}x (goal: >= 3x)"
-        )
+    print_table(arguments, results["summary"])
 
 
 if __name__ == "__main__":
