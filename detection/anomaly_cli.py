@@ -281,7 +281,9 @@ def train_command(
                 departments=list(departments) or None,
                 detector=detector,
                 rule=rule,
+                per_department=per_department,
                 pooled=pooled or not per_department,
+                baseline_trim=baseline_trim,
             )
         except StoreUnavailable as error:
             _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)

@@ -340,7 +340,9 @@ def train_from_elasticsearch(
     detector: str = DEFAULT_DETECTOR,
     detector_options: dict[str, Any] | None = None,
     rule: ThresholdRule | None = None,
+    per_department: bool = True,
     pooled: bool = False,
+    baseline_trim: float = DEFAULT_BASELINE_TRIM,
 ) -> AnomalyRunReport:
     """Extract each feature set's baseline in Elasticsearch and train its models."""
     report = AnomalyRunReport()
@@ -361,7 +363,9 @@ def train_from_elasticsearch(
             detector=detector,
             detector_options=detector_options,
             rule=rule,
+            per_department=per_department,
             pooled=pooled,
+            baseline_trim=baseline_trim,
             report=report,
         )
     return report

@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch
 from elasticsearch.helpers import bulk
 
 from detection.alerts import AlertStore
-from detection.anomaly_models import ModelRepository
+from detection.anomaly_models import POOLED, ModelRepository
 from detection.anomaly_scoring import score_elasticsearch_window, train_from_elasticsearch
 from detection.feature_sets import load_feature_sets
 from lianfang.cli import main
@@ -141,6 +141,28 @@ def test_trained_models_raise_explained_alerts_idempotently(
     )
     assert again.upserted is not None
     assert again.upserted.created == 0 and again.upserted.unchanged == len(report.alerts)
+
+
+def test_training_from_elasticsearch_honours_pooled_only(
+    store: EventStore, client: Elasticsearch, settings: Settings
+) -> None:
+    """With per-department models off, only the pooled model is trained (as from files)."""
+    feature_set = load_feature_sets(timezone=settings.timezone).get("network_source")
+    index(client, store, flows(BASELINE, 1, False))
+    repository = ModelRepository(settings.home_dir / "models")
+    trained = train_from_elasticsearch(
+        client,
+        store.names.events_alias,
+        [feature_set],
+        BASELINE,
+        BASELINE + timedelta(days=1),
+        repository,
+        per_department=False,
+        pooled=True,
+    )
+    assert trained.problems == []
+    assert [m.department for m in trained.trained] == [POOLED]
+    assert repository.versions("network_source", "finance") == []
 
 
 # ------------------------------------------------------------------ the commands on files
