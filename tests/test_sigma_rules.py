@@ -28,7 +28,7 @@ SIGMAHQ = SHARED_DATASETS / "sigma"
 EVTX_SAMPLES = SHARED_DATASETS / "evtx-attack-samples"
 # Files of the 277 EVTX attack samples in which SigmaHQ rules/windows + rules-emerging-threats
 # raise at least one alert (benchmarks/sigma_evtx.py; Zircolite with sigma-cli finds 203).
-MIN_SAMPLE_FILES_WITH_ALERTS = 206
+MIN_SAMPLE_FILES_WITH_ALERTS = 207
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
 DAY = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
 
@@ -1016,32 +1016,65 @@ def test_sigmahq_rules_on_the_evtx_attack_samples(
     )
 
 
-def test_values_too_long_to_index_are_reported_per_rule(
-    sigma_settings: Settings, store: EventStore, client: Elasticsearch, tmp_path: Path
+def test_values_too_long_to_index_are_decided_in_python(
+    sigma_settings: Settings,
+    store: EventStore,
+    client: Elasticsearch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A value over the keyword limit is invisible to queries: the rule is named, with the field."""
+    """A value over the keyword limit: its clauses decided in Python, the rest by the node."""
     guid = "1131f6ad-9c07-11d1-f79f-00c04fc2dcd2"
-    long_value = "O:BAG:BAD:AI" + "(A;;RP;;;AU)" * 800 + f"(OA;;CR;{guid};;BA)"
+    with_right = "O:BAG:BAD:AI" + "(A;;RP;;;AU)" * 800 + f"(OA;;CR;{guid.upper()};;BA)"
+    without_right = "O:BAG:BAD:AI" + "(A;;RP;;;AU)" * 800
     events = [
+        # 0: long ACL with the right (case differs): ACL rule; not the dnsZone-filtered one
         evtx_record(
             "Security",
             5136,
             SECURITY_PROVIDER,
             1,
-            AttributeLDAPDisplayName=("nTSecurityDescriptor"),
-            AttributeValue=long_value,
+            AttributeLDAPDisplayName="nTSecurityDescriptor",
+            AttributeValue=with_right,
             ObjectClass="domainDNS",
         ),
+        # 1: long ACL without it: no rule
+        evtx_record(
+            "Security",
+            5136,
+            SECURITY_PROVIDER,
+            2,
+            AttributeLDAPDisplayName="nTSecurityDescriptor",
+            AttributeValue=without_right,
+            ObjectClass="domainDNS",
+        ),
+        # 2: the right on a filtered object class: NOT decided by the node
+        evtx_record(
+            "Security",
+            5136,
+            SECURITY_PROVIDER,
+            3,
+            AttributeLDAPDisplayName="nTSecurityDescriptor",
+            AttributeValue=with_right,
+            ObjectClass="dnsZone",
+        ),
+        # 3: long command line: Echo rule through Python, Cmd Image through the node
         evtx_record(
             SYSMON,
             1,
             SYSMON_PROVIDER,
-            2,
+            4,
             Image="C:\\Windows\\System32\\cmd.exe",
-            CommandLine="cmd /c echo " + "A" * 9000,
+            CommandLine="cmd /c ECHO " + "A" * 9000,
         ),
     ]
     ingest_events(sigma_settings, store, events)
+    ids = [
+        hit["_id"]
+        for hit in client.search(
+            index=store.names.events_alias, size=10, sort=[{"@timestamp": "asc"}]
+        )["hits"]["hits"]
+    ]
     rules = {
         "acl": f"""
 title: Extended Right In ACL
@@ -1052,7 +1085,9 @@ detection:
     selection:
         EventID: 5136
         AttributeValue|contains: '{guid}'
-    condition: selection
+    filter:
+        ObjectClass: 'dnsZone'
+    condition: selection and not filter
 """,
         "cmd": """
 title: Echo In Command Line
@@ -1079,12 +1114,44 @@ detection:
     report = RunReport()
     matches = SigmaRunner(client, store.names).search(list(converted.values()), report=report)
     assert report.failures == []
-    assert {found.rule.title for found in matches} == {"Cmd Image"}
+    assert report.unindexed == {}
+    assert event_ids_of(matches, "Extended Right In ACL") == {ids[0]}
+    assert event_ids_of(matches, "Echo In Command Line") == {ids[3]}
+    assert event_ids_of(matches, "Cmd Image") == {ids[3]}
+    # Past the per-rule limit the rule is not decided but named, with the field.
+    monkeypatch.setattr("detection.sigma.execution.MAX_UNINDEXED_DOCUMENTS", 1)
+    report = RunReport()
+    matches = SigmaRunner(client, store.names).search(list(converted.values()), report=report)
     assert report.unindexed == {
-        "0d0b4e2a-0000-4000-8000-000000000030": ["winlog.event_data.AttributeValue"],
-        "0d0b4e2a-0000-4000-8000-000000000031": ["process.command_line.keyword"],
+        "0d0b4e2a-0000-4000-8000-000000000030": ["winlog.event_data.AttributeValue"]
     }
+    assert event_ids_of(matches, "Extended Right In ACL") == set()
+    assert event_ids_of(matches, "Echo In Command Line") == {ids[3]}
     assert "unindexed" in report.as_dict()
+
+
+def test_clauses_on_a_field_are_found_and_decided() -> None:
+    """Regex, value lists and escaped terms as the backend writes them; regex text is skipped."""
+    from detection.sigma.unindexed import decided_queries, field_clauses, value_matcher
+
+    query = (
+        "event.code:1 AND (f:/.*[aA]\\:b.*/ OR NOT f:(x\\*y OR c*d OR /[eE]/)) "
+        "AND g:/f:not\\/a\\ clause/"
+    )
+    clauses = field_clauses(query, ["f"])
+    assert [clause.value for clause in clauses] == ["/.*[aA]\\:b.*/", "(x\\*y OR c*d OR /[eE]/)"]
+    assert value_matcher(clauses[1].value)("x*y") and value_matcher(clauses[1].value)("cZd")
+    assert not value_matcher(clauses[1].value)("xy")
+    decided = dict(
+        (query, ids)
+        for query, ids in decided_queries(
+            query, ["f"], {"1": {"f": "zA:bz"}, "2": {"f": "E"}, "3": {"f": "A:b"}}
+        )
+    )
+    assert decided == {
+        "event.code:1 AND ((*:*) OR NOT (NOT *:*)) AND g:/f:not\\/a\\ clause/": ["1", "3"],
+        "event.code:1 AND ((NOT *:*) OR NOT (*:*)) AND g:/f:not\\/a\\ clause/": ["2"],
+    }
 
 
 NETWORK_RULES = {

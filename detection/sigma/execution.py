@@ -12,9 +12,11 @@ absent field matches nothing, so `NOT field:x` is true and `a OR field:x` still 
 
 A string longer than the events template's keyword limit (`ignore_above`), or a value
 its field type refuses (`ignore_malformed`), is kept in the document but not indexed, so no
-query can see it. Elasticsearch lists such fields in each document's `_ignored`; a rule
-that tests one of them in an index holding such a value is named in `RunReport.unindexed`
-with the fields, rather than silently seeing less.
+query can see it. Elasticsearch lists such fields in each document's `_ignored`; for a
+rule testing one of them, those documents' values are decided in Python and the rest of
+the rule by Elasticsearch (unindexed.py). A rule for which that is not possible (more than
+MAX_UNINDEXED_DOCUMENTS such documents, a clause we cannot decide) is named in
+`RunReport.unindexed` with the fields, rather than silently seeing less.
 
 Hits are grouped into alerts per (rule, entity, department, hour). The entity is the most
 specific one the rule looks at: the source address when the rule tests one (remote logons,
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +36,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from detection.alerts import Alert, AlertStore, AttackTechnique, UpsertReport
 from detection.sigma.conversion import ConvertedRule
 from detection.sigma.query_plan import index_accepts, mapped_fields
+from detection.sigma.unindexed import UndecidableClause, decided_queries
 from lianfang.schema import parse_timestamp
 from lianfang.store import IndexNames
 
@@ -44,6 +47,8 @@ MAX_EVENTS_PER_RULE = 10_000
 # query_string's default (10,000) is too low for some case-folded SigmaHQ alternations.
 MAX_DETERMINIZED_STATES = 100_000
 ALERT_WINDOW = timedelta(hours=1)
+# Documents with unindexed values whose clauses are decided in Python, per rule and run.
+MAX_UNINDEXED_DOCUMENTS = 1_000
 # Elasticsearch refuses request lines over 4 KiB; msearch carries index lists in its body,
 # but paging (search_after) puts them in the URL.
 MAX_URL_TARGET = 3000
@@ -320,6 +325,8 @@ class SigmaRunner:
                 matches.append(found)
                 report.rules_matched += 1
                 report.events_matched += total
+        if report.unindexed:
+            self._decide_unindexed(targeted, start, end, report, matches)
         report.search_seconds += time.perf_counter() - began
         return matches
 
@@ -405,6 +412,77 @@ class SigmaRunner:
         }
         if blind:
             report.unindexed[rule.id] = sorted(blind)
+
+    def _decide_unindexed(
+        self,
+        targeted: list[tuple[ConvertedRule, str]],
+        start: datetime | None,
+        end: datetime | None,
+        report: RunReport,
+        matches: list[RuleMatches],
+    ) -> None:
+        """Rules over unindexed values: those documents' clauses decided in Python."""
+        found_by_rule = {found.rule.id: found for found in matches}
+        for rule, target in targeted:
+            fields = report.unindexed.get(rule.id)
+            if not fields:
+                continue
+            response = self.client.search(
+                index=self._url_target(target),
+                allow_no_indices=True,
+                size=MAX_UNINDEXED_DOCUMENTS,
+                query={
+                    "bool": {
+                        "filter": [*window_filter(start, end), {"terms": {"_ignored": fields}}]
+                    }
+                },
+                source=[_stored_name(name) for name in fields],
+                track_total_hits=True,
+            )
+            if response["hits"]["total"]["value"] > MAX_UNINDEXED_DOCUMENTS:
+                continue  # too many to decide here: the rule stays reported as partial
+            documents = {hit["_id"]: hit["_source"] for hit in response["hits"]["hits"]}
+            try:
+                decided = decided_queries(rule.query, fields, documents)
+            except UndecidableClause:
+                continue
+            events: list[dict[str, Any]] = []
+            for query, ids in decided:
+                body = rule_search_body(replace(rule, query=query), start, end, size=len(ids))
+                body["query"]["bool"]["filter"].append({"ids": {"values": ids}})
+                try:
+                    hits = self.client.search(
+                        index=self._url_target(target), allow_no_indices=True, **body
+                    )["hits"]["hits"]
+                except ApiError as error:
+                    reason = error.body.get("error") if isinstance(error.body, dict) else error
+                    report.failures.append(RuleFailure(rule.id, rule.title, _error_reason(reason)))
+                    break
+                events.extend(hit["_source"] for hit in hits)
+            else:
+                del report.unindexed[rule.id]
+                if events:
+                    self._add_events(rule, events, found_by_rule, matches, report)
+
+    @staticmethod
+    def _add_events(
+        rule: ConvertedRule,
+        events: list[dict[str, Any]],
+        found_by_rule: dict[str, RuleMatches],
+        matches: list[RuleMatches],
+        report: RunReport,
+    ) -> None:
+        """Events matched through decided clauses, added to the rule's matches once each."""
+        found = found_by_rule.get(rule.id)
+        if found is None:
+            found = found_by_rule[rule.id] = RuleMatches(rule, 0)
+            matches.append(found)
+            report.rules_matched += 1
+        known = {_get(event, "event.id") for event in found.events}
+        new = [event for event in events if _get(event, "event.id") not in known]
+        found.events.extend(new)
+        found.total += len(new)
+        report.events_matched += len(new)
 
     def _url_target(self, target: str) -> str:
         """`target` for a request URL; a long index list becomes the alias (same result)."""
