@@ -19,15 +19,21 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
+from lianfang.command_line import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    console,
+    emit,
+    event_store_or_exit,
+    fail,
+    sending_department,
+    sending_department_options,
+)
 from lianfang.settings import Settings
-
-
-def _cli() -> Any:
-    from lianfang import cli  # the shared output helpers and exit codes
-
-    return cli
 
 
 def _configuration_errors() -> tuple[type[Exception], ...]:
@@ -50,19 +56,12 @@ def _configuration_errors() -> tuple[type[Exception], ...]:
     )
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
+    """Log lines to stderr; Elasticsearch's transport only on errors (outages are reported)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # the runtime reports outages
-
-
-def _department(
-    department: str | None, name: str | None, sector: str | None
-) -> Any:  # Department | None
-    from collectors.normalise import Department
-
-    return Department(department, name, sector) if department else None
 
 
 def _peer_networks(peers: tuple[str, ...]) -> dict[str, Any]:
@@ -103,9 +102,6 @@ def run_collector(
     `indicators`, the lookup the inputs were given, puts its reload counters in the status.
     """
     from collectors.runtime import CollectorRuntime, CollectorSnapshot
-    from lianfang.store import EventStore, StoreUnavailable
-
-    cli = _cli()
 
     def close_inputs() -> None:
         for item in push_inputs:
@@ -114,19 +110,16 @@ def run_collector(
                 closer()
 
     try:
-        store = EventStore.from_settings(settings)
-    except StoreUnavailable as error:
+        store = event_store_or_exit(settings)
+        try:
+            runtime = CollectorRuntime(
+                settings, store, [], push_inputs=push_inputs, indicators=indicators
+            )
+        except _configuration_errors() as error:
+            fail(str(error), EXIT_USAGE)
+    except SystemExit:  # the listeners must not stay bound
         close_inputs()
-        cli.fail(str(error), cli.EXIT_UNAVAILABLE)
-        return
-    try:
-        runtime = CollectorRuntime(
-            settings, store, [], push_inputs=push_inputs, indicators=indicators
-        )
-    except _configuration_errors() as error:
-        close_inputs()
-        cli.fail(str(error), cli.EXIT_USAGE)
-        return
+        raise
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: runtime.stop())
     result: list[CollectorSnapshot] = []
@@ -143,27 +136,56 @@ def run_collector(
     while worker.is_alive():
         worker.join(0.5)  # the main thread stays free to run the signal handlers
     if failure:
-        cli.fail(f"the collector could not start: {failure[0]}", cli.EXIT_USAGE)
-        return
+        fail(f"the collector could not start: {failure[0]}", EXIT_USAGE)
     snapshot = result[0]
     totals = snapshot.totals
     undelivered = snapshot.spool["pending_events"]
     if as_json:
-        cli.emit(snapshot.as_dict(), True)
+        emit(snapshot.as_dict(), True)
     else:
-        Console().print(cli._collector_inputs_table(snapshot.as_dict()["inputs"]))
-        cli.console.print(
+        Console().print(collector_inputs_table(snapshot.as_dict()["inputs"]))
+        console.print(
             f"{snapshot.state}: {totals['indexed']:,} indexed, {totals['duplicates']:,} already "
             f"present, {totals['failed']:,} dead-lettered, {totals.get('dropped', 0):,} dropped; "
             f"{undelivered:,} events wait in the spool"
         )
         if totals["failed"]:
-            cli.console.print(f"dead letters: {runtime.dead_letters.current_path}")
+            console.print(f"dead letters: {runtime.dead_letters.current_path}")
     if runtime.crashed:
-        cli.fail(f"the collector stopped on an internal error: {runtime.crashed}", cli.EXIT_PARTIAL)
+        fail(f"the collector stopped on an internal error: {runtime.crashed}", EXIT_PARTIAL)
     if undelivered and snapshot.elasticsearch == "unavailable":
-        sys.exit(cli.EXIT_UNAVAILABLE)
-    sys.exit(cli.EXIT_PARTIAL if totals["failed"] or totals.get("dropped") else cli.EXIT_OK)
+        sys.exit(EXIT_UNAVAILABLE)
+    sys.exit(EXIT_PARTIAL if totals["failed"] or totals.get("dropped") else EXIT_OK)
+
+
+def collector_inputs_table(inputs: list[dict[str, Any]]) -> Table:
+    """The per-input counters of a collector snapshot (or status file), with its last errors."""
+    table = Table(
+        Column("input", overflow="fold"),  # a path is wrapped, never cut short
+        *("format", "state", "read", "parsed", "failed", "spooled", "indexed", "dupl."),
+        *("dropped", "lag"),
+    )
+    errors = []
+    for row in inputs:
+        table.add_row(
+            row["source"],
+            row["format"] or "",
+            row["state"],
+            f"{row['read']:,}",
+            f"{row.get('parsed', 0):,}",
+            f"{row['failed']:,}",
+            f"{row.get('spooled', 0):,}",
+            f"{row['indexed']:,}",
+            f"{row['duplicates']:,}",
+            f"{row.get('dropped', 0):,}",
+            f"{row['lag_bytes']:,} B",
+        )
+        if row.get("last_error"):
+            errors.append(f"{row['source']}: {row['last_error']}")
+    if errors:  # below the table: an error message is too long for a column
+        table.caption = "last errors:\n" + "\n".join(errors)
+        table.caption_justify = "left"
+    return table
 
 
 def build_configured_inputs(
@@ -259,15 +281,14 @@ def register_collect_commands(collect: click.Group) -> None:
         from collectors.collector_config import SyslogListenerConfig
         from collectors.inputs.syslog_server import SyslogServer
 
-        cli = _cli()
-        _log_to_stderr()
+        log_to_stderr()
         tls = tls_cert is not None or tls_key is not None
         if tls and (tls_cert is None or tls_key is None):
-            cli.fail("TLS needs both --tls-cert and --tls-key", cli.EXIT_USAGE)
+            fail("TLS needs both --tls-cert and --tls-key", EXIT_USAGE)
         if not udp and not tcp:
             udp, tcp = not tls, True
         transports = [*(["udp"] if udp else []), *(["tls" if tls else "tcp"] if tcp else [])]
-        owner = _department(department, department_name, sector)
+        owner = sending_department(department, department_name, sector)
         indicators = ingest_indicators(settings)
         try:
             listeners = [
@@ -295,16 +316,13 @@ def register_collect_commands(collect: click.Group) -> None:
             )
             server.bind()
         except _configuration_errors() as error:
-            cli.fail(str(error), cli.EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         _say_where_listening([server])
         run_collector(settings, [server], as_json, indicators)
 
     @collect.command("stdin")
     @click.option("--format", "format_name", help="log format (default: detected)")
-    @click.option("--department", help="organization.id of the sending department")
-    @click.option("--department-name", help="organization.name of the sending department")
-    @click.option("--sector", help="labels.sector (critical sector) of the sending department")
+    @sending_department_options
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
     def collect_stdin(
@@ -322,22 +340,20 @@ def register_collect_commands(collect: click.Group) -> None:
         """
         from collectors.inputs.stdin_stream import StdinInput
 
-        cli = _cli()
-        _log_to_stderr()
+        log_to_stderr()
         indicators = ingest_indicators(settings)
         try:
             stdin = StdinInput(
                 settings,
                 sys.stdin.buffer,
                 format_name=format_name,
-                department=_department(department, department_name, sector),
+                department=sending_department(department, department_name, sector),
                 indicators=indicators,
             )
         except _configuration_errors() as error:
-            cli.fail(str(error), cli.EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         if sys.stdin.isatty():
-            cli.console.print("reading standard input (end it with Ctrl-D)")
+            console.print("reading standard input (end it with Ctrl-D)")
         run_collector(settings, [stdin], as_json, indicators)
 
     @collect.command("run")
@@ -358,8 +374,7 @@ def register_collect_commands(collect: click.Group) -> None:
         """
         from collectors.collector_config import settings_from_file
 
-        cli = _cli()
-        _log_to_stderr()
+        log_to_stderr()
         indicators = None
         try:
             settings = settings_from_file(config_path)
@@ -369,15 +384,14 @@ def register_collect_commands(collect: click.Group) -> None:
                 indicators = ingest_indicators(settings)
                 inputs = build_configured_inputs(settings, config_path, indicators)
         except _configuration_errors() as error:
-            cli.fail(str(error), cli.EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         if check:
             table = Table("input", "kind", "department", "format", "where")
             for row in summary["inputs"]:
                 table.add_row(*(str(row[key] or "") for key in table_columns()))
-            cli.emit(summary, as_json, table)
+            emit(summary, as_json, table)
             if not as_json:
-                cli.console.print(f"{config_path}: valid")
+                console.print(f"{config_path}: valid")
             return
         _say_where_listening(inputs)
         run_collector(settings, inputs, as_json, indicators)
@@ -429,7 +443,7 @@ def _say_where_listening(inputs: list[Any]) -> None:
     """One line per bound listener on stderr (with port 0, the port the system chose)."""
     for item in inputs:
         for name, (host, port) in getattr(item, "addresses", {}).items():
-            _cli().console.print(f"{name}: listening on {host}:{port}")
+            console.print(f"{name}: listening on {host}:{port}")
 
 
 def _inventory(settings: Settings) -> Any:

@@ -16,35 +16,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from lianfang.command_line import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    connect_or_exit,
+    console,
+    emit,
+    exit_when_unavailable,
+    fail,
+    time_range_options,
+)
 from lianfang.settings import Settings
-
-
-def _cli() -> Any:
-    from lianfang import cli  # the shared output helpers and exit codes
-
-    return cli
-
-
-def _moment(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as error:
-        _cli().fail(f"{option}: {error}", _cli().EXIT_USAGE)
-        return None
-    if moment.tzinfo is None:
-        _cli().fail(f"{option} needs a zone, e.g. 2026-11-28T00:00:00+08:00", _cli().EXIT_USAGE)
-    return moment
-
-
-def _range(start_text: str | None, end_text: str | None) -> tuple[datetime | None, datetime | None]:
-    start, end = _moment(start_text, "--from"), _moment(end_text, "--to")
-    if bool(start) != bool(end):
-        _cli().fail("--from and --to go together", _cli().EXIT_USAGE)
-    if start and end and start >= end:
-        _cli().fail("--from must be before --to", _cli().EXIT_USAGE)
-    return start, end
 
 
 def _feature_sets(settings: Settings, names: tuple[str, ...]) -> list[Any]:
@@ -52,12 +35,11 @@ def _feature_sets(settings: Settings, names: tuple[str, ...]) -> list[Any]:
 
     loaded = load_feature_sets(settings.anomaly.feature_sets_dir, settings.timezone)
     for problem in loaded.problems:
-        _cli().console.print(f"[yellow]invalid feature set:[/yellow] {problem}")
+        console.print(f"[yellow]invalid feature set:[/yellow] {problem}")
     try:
         return loaded.select(list(names) or None)
     except UnknownFeatureSet as error:
-        _cli().fail(str(error), _cli().EXIT_USAGE)
-        return []
+        fail(str(error), EXIT_USAGE)
 
 
 def _rule(quantile: float | None, settings: Settings) -> Any:
@@ -66,16 +48,14 @@ def _rule(quantile: float | None, settings: Settings) -> Any:
     try:
         return ThresholdRule(quantile=quantile or settings.anomaly.threshold_quantile)
     except ValueError as error:
-        _cli().fail(f"--threshold-quantile: {error}", _cli().EXIT_USAGE)
+        fail(f"--threshold-quantile: {error}", EXIT_USAGE)
 
 
 def _check_detector(name: str) -> None:
     from detection.anomaly_detectors import available_detectors
 
     if name not in available_detectors():
-        _cli().fail(
-            f"no detector {name!r} (known: {', '.join(available_detectors())})", _cli().EXIT_USAGE
-        )
+        fail(f"no detector {name!r} (known: {', '.join(available_detectors())})", EXIT_USAGE)
 
 
 def _read_files(
@@ -96,10 +76,9 @@ def _read_files(
             list(paths), needs, settings, department=department, format_name=format_name
         )
     except EventFileError as error:
-        _cli().fail(str(error), _cli().EXIT_USAGE)
-        return None
+        fail(str(error), EXIT_USAGE)
     if report.rejected:
-        _cli().console.print(
+        console.print(
             f"[yellow]{report.rejected} records could not be parsed:[/yellow] "
             f"{report.dead_letter_file}"
         )
@@ -108,7 +87,7 @@ def _read_files(
 
 def _problems(problems: list[str]) -> None:
     for problem in problems:
-        _cli().console.print(f"[yellow]problem:[/yellow] {problem}")
+        console.print(f"[yellow]problem:[/yellow] {problem}")
 
 
 def _local(moment: datetime, settings: Settings) -> str:
@@ -146,10 +125,10 @@ def feature_sets_command(settings: Settings, as_json: bool) -> None:
         table.add_row(
             row["name"], row["entity"], row["window"], ", ".join(f["name"] for f in row["features"])
         )
-    _cli().emit({"feature_sets": rows, "problems": loaded.problems}, as_json, table)
+    emit({"feature_sets": rows, "problems": loaded.problems}, as_json, table)
     if not as_json:
         _problems(loaded.problems)
-    sys.exit(_cli().EXIT_PARTIAL if loaded.problems else _cli().EXIT_OK)
+    sys.exit(EXIT_PARTIAL if loaded.problems else EXIT_OK)
 
 
 @click.command("models")
@@ -173,7 +152,7 @@ def models_command(settings: Settings, as_json: bool) -> None:
             str(meta.training_rows),
             f"{meta.threshold:.3f}",
         )
-    _cli().emit([meta.as_dict() for meta in found], as_json, table)
+    emit([meta.as_dict() for meta in found], as_json, table)
 
 
 # ------------------------------------------------------------------ train
@@ -232,9 +211,9 @@ def train_command(
         train_from_elasticsearch,
     )
     from detection.feature_extraction import compute_features, table_time_range
-    from lianfang.store import IndexNames, StoreUnavailable, connect
+    from lianfang.store import IndexNames
 
-    start, end = _range(start_text, end_text)
+    start, end = time_range_options(start_text, end_text)
     detector = detector or settings.anomaly.detector
     _check_detector(detector)
     rule = _rule(threshold_quantile, settings)
@@ -268,9 +247,9 @@ def train_command(
             )
     else:
         if not (start and end):
-            _cli().fail("give --from and --to (or --input files)", _cli().EXIT_USAGE)
-        try:
-            client = connect(settings)
+            fail("give --from and --to (or --input files)", EXIT_USAGE)
+        with exit_when_unavailable():
+            client = connect_or_exit(settings)
             report = train_from_elasticsearch(
                 client,
                 IndexNames(settings.index_prefix).events_alias,
@@ -285,9 +264,6 @@ def train_command(
                 pooled=pooled or not per_department,
                 baseline_trim=baseline_trim,
             )
-        except StoreUnavailable as error:
-            _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)
-            return
     rows = [meta.as_dict() for meta in report.trained]
     table = Table(
         "feature set", "department", "version", "detector", "windows", "entities", "threshold"
@@ -302,7 +278,7 @@ def train_command(
             str(meta.training_entities),
             f"{meta.threshold:.3f}",
         )
-    _cli().emit(
+    emit(
         {"trained": rows, "problems": report.problems, "models": str(repository.root)},
         as_json,
         table,
@@ -310,8 +286,8 @@ def train_command(
     if not as_json:
         _problems(report.problems)
     if not as_json:
-        _cli().console.print(f"{len(rows)} models saved under {repository.root}")
-    sys.exit(_cli().EXIT_PARTIAL if report.problems or not rows else _cli().EXIT_OK)
+        console.print(f"{len(rows)} models saved under {repository.root}")
+    sys.exit(EXIT_PARTIAL if report.problems or not rows else EXIT_OK)
 
 
 def _only_departments(events: Any, departments: tuple[str, ...]) -> Any:
@@ -395,9 +371,9 @@ def score_command(
         score_feature_set,
     )
     from detection.feature_extraction import compute_features, table_time_range
-    from lianfang.store import IndexNames, StoreUnavailable, connect
+    from lianfang.store import IndexNames
 
-    start, end = _range(start_text, end_text)
+    start, end = time_range_options(start_text, end_text)
     feature_sets = _feature_sets(settings, set_names)
     repository = ModelRepository(models_root(settings.home_dir))
     if inputs:
@@ -446,9 +422,9 @@ def score_command(
         report.alerts = alerts_for(report.scored, by_name, TechniqueResolver())
     else:
         if not (start and end):
-            _cli().fail("give --from and --to (or --input files)", _cli().EXIT_USAGE)
-        try:
-            client = connect(settings)
+            fail("give --from and --to (or --input files)", EXIT_USAGE)
+        with exit_when_unavailable():
+            client = connect_or_exit(settings)
             report = score_elasticsearch_window(
                 client,
                 IndexNames(settings.index_prefix).events_alias,
@@ -460,12 +436,9 @@ def score_command(
                 departments=list(departments) or None,
                 explain_top=top,
             )
-        except StoreUnavailable as error:
-            _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)
-            return
         mode = f"trained models in {repository.root}"
     _show_scores(settings, report, top, mode, as_json)
-    sys.exit(_cli().EXIT_PARTIAL if report.problems else _cli().EXIT_OK)
+    sys.exit(EXIT_PARTIAL if report.problems else EXIT_OK)
 
 
 def _show_scores(settings: Settings, report: Any, top: int, mode: str, as_json: bool) -> None:
@@ -497,7 +470,7 @@ def _show_scores(settings: Settings, report: Any, top: int, mode: str, as_json: 
         "problems": report.problems,
     }
     if as_json:
-        _cli().emit(data, True)
+        emit(data, True)
         return
     out = Console()
     out.print(f"[bold]most anomalous entities[/bold] ({mode}; score 1.0 = the alert threshold)")
@@ -516,7 +489,7 @@ def _show_scores(settings: Settings, report: Any, top: int, mode: str, as_json: 
         if upserted
         else ""
     )
-    _cli().console.print(
+    console.print(
         f"{sum(report.windows.values()):,} entity-windows scored, "
         f"{data['above_threshold']} above threshold, {len(report.alerts)} alerts{stored}"
     )
@@ -585,7 +558,7 @@ def eval_command(
     """Measure precision, recall, ROC-AUC and PR-AUC on labelled data."""
     threshold_quantile = threshold_quantile or settings.anomaly.threshold_quantile
     if sum(bool(choice) for choice in (nsl_kdd, labelled, demo)) != 1:
-        _cli().fail("choose one of --nsl-kdd DIR, --labelled FILE or --demo", _cli().EXIT_USAGE)
+        fail("choose one of --nsl-kdd DIR, --labelled FILE or --demo", EXIT_USAGE)
     names = list(detectors) or [settings.anomaly.detector]
     for name in names:
         _check_detector(name)
@@ -613,8 +586,7 @@ def eval_command(
                 tuple(normal_values) or ("normal", "benign", "0", "false"),
             )
     except LabelledDataError as error:
-        _cli().fail(str(error), _cli().EXIT_USAGE)
-        return
+        fail(str(error), EXIT_USAGE)
     runs, problems = [], []
     for name in names:
         try:
@@ -637,10 +609,10 @@ def eval_command(
             f"{quality.recall:.3f}",
             f"{run.seconds:.1f}",
         )
-    _cli().emit({"runs": [run.as_dict() for run in runs], "problems": problems}, as_json, table)
+    emit({"runs": [run.as_dict() for run in runs], "problems": problems}, as_json, table)
     if not as_json:
         _problems(problems)
-    sys.exit(_cli().EXIT_PARTIAL if problems else _cli().EXIT_OK)
+    sys.exit(EXIT_PARTIAL if problems else EXIT_OK)
 
 
 def _eval_demo(
@@ -705,7 +677,7 @@ def _eval_demo(
         "detectors": {name: evaluation.as_dict() for name, evaluation in results.items()},
     }
     if as_json:
-        _cli().emit(data, True)
+        emit(data, True)
         return
     for name, evaluation in results.items():
         table = Table(

@@ -13,34 +13,36 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Column, Table
+from rich.table import Table
 
+from collectors.collect_cli import (
+    collector_inputs_table,
+    log_to_stderr,
+    register_collect_commands,
+)
+from detection.anomaly_cli import register_anomaly_commands
+from detection.sigma.rules_cli import register_rules_commands
 from lianfang import local_node
+from lianfang.command_line import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    connect_or_exit,
+    console,
+    duration_option,
+    emit,
+    event_store_or_exit,
+    exit_when_unavailable,
+    fail,
+    moment_option,
+    sending_department,
+    sending_department_options,
+    time_range_options,
+)
 from lianfang.settings import Settings, load_settings
-
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-
-console = Console(stderr=True)
-
-
-def emit(data: Any, as_json: bool, table: Table | str | None = None) -> None:
-    """Print JSON for scripts or a table/text for people."""
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
-    elif table is not None:
-        Console().print(table)
-
-
-def fail(message: str, code: int) -> None:
-    """Print an error for people and exit with a meaningful code."""
-    # Messages quote user input and paths; square brackets in them are not markup.
-    console.print(f"[red]error:[/red] {escape(message)}")
-    sys.exit(code)
+from sharing.intel_cli import register_intel_commands
 
 
 @click.group()
@@ -126,13 +128,9 @@ def es_status(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def es_retention(settings: Settings, days: int, as_json: bool) -> None:
     """Delete whole daily event indices older than --days (the core node has no ILM)."""
-    from lianfang.store import EventStore, StoreUnavailable
-
-    try:
-        deleted = EventStore.from_settings(settings).delete_older_than(days)
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
-        return
+    store = event_store_or_exit(settings)
+    with exit_when_unavailable():
+        deleted = store.delete_older_than(days)
     emit({"deleted": deleted}, as_json)
     if not as_json:
         console.print(f"deleted {len(deleted)} indices" + "".join(f"\n  {n}" for n in deleted))
@@ -144,9 +142,7 @@ def es_retention(settings: Settings, days: int, as_json: bool) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "format_name", help="log format (default: detected per file)")
-@click.option("--department", help="organization.id of the sending department")
-@click.option("--department-name", help="organization.name of the sending department")
-@click.option("--sector", help="labels.sector (critical sector) of the sending department")
+@sending_department_options
 @click.option(
     "--archive",
     "archive_dir",
@@ -170,21 +166,16 @@ def ingest(
     from collectors.file_ingest import STDIN, file_records, ingest_records
     from collectors.formats import UnknownFormat
     from collectors.masking import MaskingKeyMissing
-    from collectors.normalise import Department
     from collectors.parquet_archive import ParquetArchive
     from lianfang.bulk_writer import BulkDeliveryError
-    from lianfang.store import EventStore, StoreUnavailable
+    from lianfang.store import StoreUnavailable
 
     files = [p for p in paths if p == STDIN or p.exists()]
     missing = [str(p) for p in paths if p != STDIN and not p.exists()]
     if missing:
         fail(f"no such file: {', '.join(missing)}", EXIT_USAGE)
-    try:
-        store = EventStore.from_settings(settings)
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
-        return
-    owner = Department(department, department_name, sector) if department else None
+    store = event_store_or_exit(settings)
+    owner = sending_department(department, department_name, sector)
     from sharing.indicator_matching import ingest_lookup
 
     indicators = ingest_lookup(settings, store.client)  # active intelligence, if any
@@ -215,10 +206,8 @@ def ingest(
                 )
             except (UnknownFormat, MaskingKeyMissing, AssetInventoryError) as error:
                 fail(str(error), EXIT_USAGE)
-                return
             except (BulkDeliveryError, StoreUnavailable) as error:
                 fail(f"{path}: {error}", EXIT_UNAVAILABLE)
-                return
             row = {"path": str(path), **report.as_dict()}
             if report.dead_lettered:
                 row["dead_letter_file"] = str(dead_letters.current_path)
@@ -279,24 +268,19 @@ def archive_export(settings: Settings, start: str, end: str, out_dir: Path, as_j
 
     from collectors.archive_export import export_range
     from collectors.parquet_archive import ParquetArchive
-    from lianfang.store import EventStore, StoreUnavailable
 
     try:
         window = [datetime.fromisoformat(value.replace("Z", "+00:00")) for value in (start, end)]
     except ValueError as error:
         fail(f"--from/--to must be ISO-8601: {error}", EXIT_USAGE)
-        return
     if any(moment.tzinfo is None for moment in window) or window[0] >= window[1]:
         fail("--from and --to need a zone, and --from must be before --to", EXIT_USAGE)
-    try:
-        store = EventStore.from_settings(settings)
+    store = event_store_or_exit(settings)
+    with exit_when_unavailable():
         began = time.perf_counter()
         sink = ParquetArchive(out_dir)
         count = export_range(store.client, store.names.events_alias, window[0], window[1], sink)
         files = sink.close()
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
-        return
     seconds = time.perf_counter() - began
     report = {"events": count, "files": [str(f) for f in files], "seconds": round(seconds, 2)}
     emit(report, as_json)
@@ -311,13 +295,10 @@ def archive_export(settings: Settings, start: str, end: str, out_dir: Path, as_j
 
 def _principal_store(settings: Settings):
     from lianfang.principals import PrincipalStore
-    from lianfang.store import StoreUnavailable, connect
 
-    try:
-        store = PrincipalStore(connect(settings), settings.index_prefix)
+    with exit_when_unavailable():
+        store = PrincipalStore(connect_or_exit(settings), settings.index_prefix)
         store.install()
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
     return store
 
 
@@ -359,7 +340,6 @@ def users_add(
         )
     except PrincipalError as error:
         fail(str(error), EXIT_USAGE)
-        return
     emit(
         {"name": principal.name, "role": str(principal.role), "department": principal.department},
         as_json,
@@ -404,7 +384,6 @@ def keys_create(settings: Settings, user_name: str, name: str, as_json: bool) ->
         key = _principal_store(settings).create_key(user_name, name)
     except PrincipalError as error:
         fail(str(error), EXIT_USAGE)
-        return
     if as_json:
         emit({"user": user_name, "key": key}, True)
     else:
@@ -451,9 +430,7 @@ def collect() -> None:
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--follow", is_flag=True, help="keep reading as files grow, rotate and appear")
 @click.option("--format", "format_name", help="log format (default: detected per file)")
-@click.option("--department", help="organization.id of the sending department")
-@click.option("--department-name", help="organization.name of the sending department")
-@click.option("--sector", help="labels.sector (critical sector) of the sending department")
+@sending_department_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def collect_files(
@@ -471,7 +448,6 @@ def collect_files(
     Progress is checkpointed per file and only advances once Elasticsearch has the
     events, so a restart resumes where the last run was sure to have delivered.
     """
-    import logging
     import signal
     import threading
 
@@ -479,23 +455,14 @@ def collect_files(
     from collectors.formats import UnknownFormat
     from collectors.inputs.file_follow import find_files
     from collectors.masking import MaskingKeyMissing
-    from collectors.normalise import Department
     from collectors.runtime import CollectorRuntime, CollectorSnapshot
     from collectors.spool import SpoolLocked
-    from lianfang.store import EventStore, StoreUnavailable
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # the runtime reports outages
+    log_to_stderr()
     if not follow and not find_files(list(patterns)):
         fail(f"no file matches {' '.join(patterns)}", EXIT_USAGE)
-    try:
-        store = EventStore.from_settings(settings)
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
-        return
-    owner = Department(department, department_name, sector) if department else None
+    store = event_store_or_exit(settings)
+    owner = sending_department(department, department_name, sector)
     from sharing.indicator_matching import live_ingest_lookup
 
     try:
@@ -510,7 +477,6 @@ def collect_files(
         )
     except (UnknownFormat, SpoolLocked, AssetInventoryError, MaskingKeyMissing) as error:
         fail(str(error), EXIT_USAGE)
-        return
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: runtime.stop())
     result: list[CollectorSnapshot] = []
@@ -536,7 +502,7 @@ def collect_files(
     if as_json:
         emit(snapshot.as_dict(), True)
     else:
-        Console().print(_collector_inputs_table(snapshot.as_dict()["inputs"]))
+        Console().print(collector_inputs_table(snapshot.as_dict()["inputs"]))
         console.print(
             f"{snapshot.state}: {totals['indexed']:,} indexed, {totals['duplicates']:,} already "
             f"present, {totals['failed']:,} dead-lettered; {undelivered:,} events wait in the spool"
@@ -548,35 +514,6 @@ def collect_files(
     if undelivered and snapshot.elasticsearch == "unavailable":
         sys.exit(EXIT_UNAVAILABLE)
     sys.exit(EXIT_PARTIAL if totals["failed"] else EXIT_OK)
-
-
-def _collector_inputs_table(inputs: list[dict[str, Any]]) -> Table:
-    table = Table(
-        Column("input", overflow="fold"),  # a path is wrapped, never cut short
-        *("format", "state", "read", "parsed", "failed", "spooled", "indexed", "dupl."),
-        *("dropped", "lag"),
-    )
-    errors = []
-    for row in inputs:
-        table.add_row(
-            row["source"],
-            row["format"] or "",
-            row["state"],
-            f"{row['read']:,}",
-            f"{row.get('parsed', 0):,}",
-            f"{row['failed']:,}",
-            f"{row.get('spooled', 0):,}",
-            f"{row['indexed']:,}",
-            f"{row['duplicates']:,}",
-            f"{row.get('dropped', 0):,}",
-            f"{row['lag_bytes']:,} B",
-        )
-        if row.get("last_error"):
-            errors.append(f"{row['source']}: {row['last_error']}")
-    if errors:  # below the table: an error message is too long for a column
-        table.caption = "last errors:\n" + "\n".join(errors)
-        table.caption_justify = "left"
-    return table
 
 
 @collect.command("status")
@@ -611,7 +548,7 @@ def collect_status(settings: Settings, as_json: bool) -> None:
         if status.get("last_error"):
             summary.add_row("last error", f"{status['last_error_at']}: {status['last_error']}")
         Console().print(summary)
-        Console().print(_collector_inputs_table(status["inputs"]))
+        Console().print(collector_inputs_table(status["inputs"]))
     if status["running"] and status["elasticsearch"] == "unavailable":
         sys.exit(EXIT_UNAVAILABLE)
 
@@ -708,7 +645,6 @@ def _demo_baseline(spec: Any, days: int, out_dir: Path) -> dict[str, Any]:
         return generate_baseline_days(spec, days, out_dir / BASELINE_FOLDER)
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
-        return {}
 
 
 def _print_baseline(baseline: dict[str, Any], manifest_path: Path) -> None:
@@ -772,16 +708,11 @@ def demo_load(
     import time
 
     from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST, generate_demo_day
-    from lianfang.store import EventStore, StoreUnavailable
 
     spec = _demo_spec(settings, seed, day, scale)
     manifest = generate_demo_day(spec, out_dir)
     baseline = _demo_baseline(spec, baseline_days, out_dir) if baseline_days else {}
-    try:
-        store = EventStore.from_settings(settings)
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
-        return
+    store = event_store_or_exit(settings)
     started = time.perf_counter()
     totals = _ingest_demo_files(settings, store, out_dir, manifest)
     seconds = time.perf_counter() - started
@@ -859,28 +790,6 @@ def _ingest_demo_files(
 # ------------------------------------------------------------------ detection
 
 
-def _duration_option(text: str, option: str) -> Any:
-    from detection.rule_format import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        fail(f"{option}: {error}", EXIT_USAGE)
-
-
-def _moment_option(text: str, option: str) -> Any:
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as error:
-        fail(f"{option}: {error}", EXIT_USAGE)
-        return None
-    if moment.tzinfo is None:
-        fail(f"{option} needs a zone, e.g. 2026-11-28T00:00:00+08:00", EXIT_USAGE)
-    return moment
-
-
 @main.group()
 def detect() -> None:
     """Run detection: behavioural rules (and Sigma rules when present) over sliding windows."""
@@ -921,23 +830,19 @@ def detect_run(
 
     from detection.detector import UnknownDetectorSource
     from detection.scheduled_detection import build_scheduled_detection
-    from lianfang.store import StoreUnavailable, connect
 
     config = settings.detection_rules
-    window = _duration_option(window_text or config.window, "--window")
-    overlap = _duration_option(overlap_text or config.overlap, "--overlap")
-    interval = _duration_option(every or config.every, "--every")
+    window = duration_option(window_text or config.window, "--window")
+    overlap = duration_option(overlap_text or config.overlap, "--overlap")
+    interval = duration_option(every or config.every, "--every")
     if bool(start_text) != bool(end_text):
         fail("--from and --to go together", EXIT_USAGE)
     try:
-        client = connect(settings)
-        scheduled = build_scheduled_detection(settings, client, list(sources) or None)
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
-        return
+        with exit_when_unavailable():
+            client = connect_or_exit(settings)
+            scheduled = build_scheduled_detection(settings, client, list(sources) or None)
     except UnknownDetectorSource as error:
         fail(str(error), EXIT_USAGE)
-        return
     for problem in scheduled.problems:
         console.print(f"[yellow]warning:[/yellow] {problem}")
     scheduler = scheduled.scheduler
@@ -979,21 +884,18 @@ def detect_run(
                 Console().print(f"{run.detector}: {details or 'nothing new'}", markup=False)
 
     try:
-        if start_text:
-            start, end = _moment_option(start_text, "--from"), _moment_option(end_text, "--to")
-            if start >= end:
-                fail("--from must be before --to", EXIT_USAGE)
-            for report in scheduler.run_range(start, end, window, overlap):
-                show(report)
-        elif once:
-            for report in scheduler.run_pending(window, overlap):
-                show(report)
-        else:
-            scheduler.run_forever(interval, window, overlap, show)
+        with exit_when_unavailable():
+            if start_text:
+                start, end = time_range_options(start_text, end_text)
+                for report in scheduler.run_range(start, end, window, overlap):
+                    show(report)
+            elif once:
+                for report in scheduler.run_pending(window, overlap):
+                    show(report)
+            else:
+                scheduler.run_forever(interval, window, overlap, show)
     except KeyboardInterrupt:
         console.print("stopped")
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
     sys.exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
@@ -1036,12 +938,9 @@ def detect_rules(settings: Settings, as_json: bool) -> None:
 
 def _exception_store(settings: Settings) -> Any:
     from detection.alert_exceptions import ExceptionStore
-    from lianfang.store import StoreUnavailable, connect
 
-    try:
-        return ExceptionStore(connect(settings), settings.index_prefix)
-    except StoreUnavailable as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+    with exit_when_unavailable():
+        return ExceptionStore(connect_or_exit(settings), settings.index_prefix)
 
 
 @main.group()
@@ -1074,16 +973,15 @@ def exceptions_add(
     expires_at = None
     if expires:
         if expires[:1].isdigit() and expires[-1:] in "smhdw" and "-" not in expires:
-            expires_at = datetime.now(UTC) + _duration_option(expires, "--expires")
+            expires_at = datetime.now(UTC) + duration_option(expires, "--expires")
         else:
-            expires_at = _moment_option(expires, "--expires")
+            expires_at = moment_option(expires, "--expires")
     try:
         entry = _exception_store(settings).add(
             parse_field_values(list(pairs)), reason, created_by, expires_at, department
         )
     except ExceptionError as error:
         fail(str(error), EXIT_USAGE)
-        return
     emit(entry.as_dict(datetime.now(UTC)), as_json)
     if not as_json:
         console.print(f"exception {entry.id} added")
@@ -1146,39 +1044,20 @@ def exceptions_remove(
         entry = _exception_store(settings).disable(exception_id, by, reason)
     except ExceptionError as error:
         fail(str(error), EXIT_USAGE)
-        return
     emit(entry.as_dict(datetime.now(UTC)), as_json)
     if not as_json:
         console.print(f"exception {exception_id} disabled")
 
 
-# ------------------------------------------------------------------ anomaly detection
+# ------------------------------------------------------------------ commands of other packages
 
-# detect train|score|eval|feature-sets|models live in detection/anomaly_cli.py; imported
-# here, after every helper they use is defined.
-from detection.anomaly_cli import register_anomaly_commands  # noqa: E402
-
+# detect train|score|eval|feature-sets|models: detection/anomaly_cli.py; rules
+# list|validate|test|run: detection/sigma/rules_cli.py; intel publish|pull|push|import|
+# export|hunt|keygen|status: sharing/intel_cli.py; collect syslog|stdin|run:
+# collectors/collect_cli.py.
 register_anomaly_commands(detect)
-
-# ------------------------------------------------------------------ Sigma rules
-
-# rules list|validate|test|run live in detection/sigma/rules_cli.py.
-from detection.sigma.rules_cli import register_rules_commands  # noqa: E402
-
 register_rules_commands(main)
-
-# ------------------------------------------------------------------ threat intelligence
-
-# intel publish|pull|push|import|export|hunt|keygen|status live in sharing/intel_cli.py.
-from sharing.intel_cli import register_intel_commands  # noqa: E402
-
 register_intel_commands(main)
-
-# ------------------------------------------------------------------ collector push inputs
-
-# collect syslog|stdin|run live in collectors/collect_cli.py.
-from collectors.collect_cli import register_collect_commands  # noqa: E402
-
 register_collect_commands(collect)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,25 +23,25 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from lianfang.command_line import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    connect_or_exit,
+    emit,
+    fail,
+    moment_option,
+)
 from lianfang.settings import Settings
 
 
-def _cli() -> Any:
-    from lianfang import cli  # the shared output helpers and exit codes
-
-    return cli
-
-
 def _client(settings: Settings) -> Any:
-    from lianfang.store import StoreUnavailable, connect
-
+    client = connect_or_exit(settings)
     try:
-        client = connect(settings)
         client.cluster.health()
-    except StoreUnavailable as error:
-        _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)
     except Exception as error:
-        _cli().fail(f"Elasticsearch is not reachable: {error}", _cli().EXIT_UNAVAILABLE)
+        fail(f"Elasticsearch is not reachable: {error}", EXIT_UNAVAILABLE)
     return client
 
 
@@ -54,15 +54,7 @@ def _moment(text: str | None, option: str) -> datetime | None:
     try:
         return datetime.now(UTC) - parse_duration(text)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as error:
-        _cli().fail(f"{option}: {error}", _cli().EXIT_USAGE)
-        return None
-    if moment.tzinfo is None:
-        _cli().fail(f"{option} needs a zone, e.g. 2026-11-28T00:00:00+08:00", _cli().EXIT_USAGE)
-    return moment
+        return moment_option(text, option)
 
 
 def _level(text: str | None) -> Any:
@@ -73,8 +65,7 @@ def _level(text: str | None) -> Any:
     try:
         return parse_level(text)
     except UnknownTlpLevel as error:
-        _cli().fail(str(error), _cli().EXIT_USAGE)
-        return None
+        fail(str(error), EXIT_USAGE)
 
 
 def _hunt_new_indicators(settings: Settings, client: Any, versions: int) -> Any:
@@ -151,14 +142,13 @@ def register_intel_commands(main: click.Group) -> None:
         from sharing.intel_publish import Publisher, PublishReport
 
         if not (alert_ids or incident_ids or since):
-            _cli().fail("name --alert, --incident or --since", _cli().EXIT_USAGE)
+            fail("name --alert, --incident or --since", EXIT_USAGE)
         level = _level(tlp)
         client = _client(settings)
         try:
             publisher = Publisher(settings, client)
         except MaskingKeyMissing as error:
-            _cli().fail(str(error), _cli().EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         report = PublishReport()
         parts = []
         if alert_ids:
@@ -174,7 +164,7 @@ def register_intel_commands(main: click.Group) -> None:
             report.withheld += part.withheld
             report.refused += part.refused
             report.missing += part.missing
-        _cli().emit(report.as_dict(), as_json)
+        emit(report.as_dict(), as_json)
         if not as_json:
             _print_pairs(
                 "published",
@@ -190,8 +180,8 @@ def register_intel_commands(main: click.Group) -> None:
             for line in report.withheld + report.refused:
                 Console(stderr=True).print(line)
         if report.missing and not (report.published or report.withheld):
-            sys.exit(_cli().EXIT_USAGE)
-        sys.exit(_cli().EXIT_PARTIAL if report.refused else _cli().EXIT_OK)
+            sys.exit(EXIT_USAGE)
+        sys.exit(EXIT_PARTIAL if report.refused else EXIT_OK)
 
     def _sync(
         settings: Settings, peer: str | None, as_json: bool, direction: str, hunt: bool = False
@@ -203,8 +193,7 @@ def register_intel_commands(main: click.Group) -> None:
         try:
             reports = sync.pull(peer) if direction == "pull" else sync.push(peer)
         except PeerConfigError as error:
-            _cli().fail(str(error), _cli().EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         hunted = None
         if hunt:
             versions = sum(r.intake.indicators_new + r.intake.indicators_updated for r in reports)
@@ -213,7 +202,7 @@ def register_intel_commands(main: click.Group) -> None:
         output: dict[str, Any] = {"collections": rows}
         if direction == "pull":
             output["hunt"] = hunted.as_dict() if hunted is not None else None
-        _cli().emit(output, as_json)
+        emit(output, as_json)
         if not as_json:
             table = Table(
                 "peer", "collection", "pages", "objects", "quarantined", "held back", "error"
@@ -237,10 +226,10 @@ def register_intel_commands(main: click.Group) -> None:
                 "no TAXII peers configured ([[intel.peers]] in lianfang.toml)", markup=False
             )
         if any(r.error for r in reports):
-            sys.exit(_cli().EXIT_UNAVAILABLE)
+            sys.exit(EXIT_UNAVAILABLE)
         partial = any(r.failures or r.held_back or r.intake.quarantined for r in reports)
         partial = partial or _hunt_incomplete(hunted)
-        sys.exit(_cli().EXIT_PARTIAL if partial else _cli().EXIT_OK)
+        sys.exit(EXIT_PARTIAL if partial else EXIT_OK)
 
     @intel.command("pull")
     @click.option("--peer", help="only this peer (default: every configured peer)")
@@ -315,15 +304,14 @@ def register_intel_commands(main: click.Group) -> None:
         signed_by = None
         if require_signature or trusted_key_paths:
             if source.startswith(("http://", "https://")):
-                _cli().fail("signed bundles are imported from files", _cli().EXIT_USAGE)
+                fail("signed bundles are imported from files", EXIT_USAGE)
             try:
                 keys = trusted_keys(keys_from)
                 if not keys:
-                    _cli().fail("no trusted public key given (--trusted-key)", _cli().EXIT_USAGE)
+                    fail("no trusted public key given (--trusted-key)", EXIT_USAGE)
                 signed_by = verify_file(Path(source), keys)
             except (SignatureError, KeyFileError) as error:
-                _cli().fail(f"refused: {error}", _cli().EXIT_USAGE)
-                return
+                fail(f"refused: {error}", EXIT_USAGE)
         feed_name = name or (f"offline-{signed_by.key_id}" if signed_by else None)
         options = FeedOptions(
             name=feed_name or Path(source.rstrip("/")).stem or "feed",
@@ -334,8 +322,7 @@ def register_intel_commands(main: click.Group) -> None:
         try:
             load = load_feed(source, feed_format, options)
         except FeedError as error:
-            _cli().fail(str(error), _cli().EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         client = _client(settings)
         store = IntelStore(
             client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel)
@@ -355,7 +342,7 @@ def register_intel_commands(main: click.Group) -> None:
             **report.as_dict(),
             "hunt": hunted.as_dict() if hunted is not None else None,
         }
-        _cli().emit(result, as_json)
+        emit(result, as_json)
         if not as_json:
             _print_pairs(
                 f"imported {source}",
@@ -366,7 +353,7 @@ def register_intel_commands(main: click.Group) -> None:
             if hunted is not None:
                 _show_hunt(hunted)
         partial = report.quarantined or load.problems or _hunt_incomplete(hunted)
-        sys.exit(_cli().EXIT_PARTIAL if partial else _cli().EXIT_OK)
+        sys.exit(EXIT_PARTIAL if partial else EXIT_OK)
 
     @intel.command("export")
     @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
@@ -397,7 +384,7 @@ def register_intel_commands(main: click.Group) -> None:
             try:
                 private_key = load_private_key(key_path)
             except KeyFileError as error:
-                _cli().fail(str(error), _cli().EXIT_USAGE)
+                fail(str(error), EXIT_USAGE)
         client = _client(settings)
         report = export_bundle(
             Outbox(client, settings.index_prefix),
@@ -408,10 +395,10 @@ def register_intel_commands(main: click.Group) -> None:
             types=types or None,
             private_key=private_key,
         )
-        _cli().emit(report.as_dict(), as_json)
+        emit(report.as_dict(), as_json)
         if not as_json:
             _print_pairs("exported", report.as_dict())
-        sys.exit(_cli().EXIT_PARTIAL if report.invalid else _cli().EXIT_OK)
+        sys.exit(EXIT_PARTIAL if report.invalid else EXIT_OK)
 
     @intel.command("hunt")
     @click.option(
@@ -433,10 +420,9 @@ def register_intel_commands(main: click.Group) -> None:
         try:
             report = IntelHunter(settings, client).run(days=days, budget_seconds=budget)
         except MaskingKeyMissing as error:
-            _cli().fail(str(error), _cli().EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         data = report.as_dict()
-        _cli().emit(data, as_json)
+        emit(data, as_json)
         if not as_json:
             _print_pairs("states", report.states)
             _print_pairs(
@@ -459,7 +445,7 @@ def register_intel_commands(main: click.Group) -> None:
             for item in data["retro_hunt"]["unsupported"]:
                 Console(stderr=True).print(f"not evaluated: {item['id']}: {item['reason']}")
         unfinished = report.retro.unfinished or report.retro.failed or report.problems
-        sys.exit(_cli().EXIT_PARTIAL if unfinished else _cli().EXIT_OK)
+        sys.exit(EXIT_PARTIAL if unfinished else EXIT_OK)
 
     @intel.command("keygen")
     @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
@@ -472,14 +458,13 @@ def register_intel_commands(main: click.Group) -> None:
         try:
             private_path, public_path = generate_keypair(out_dir, name)
         except KeyFileError as error:
-            _cli().fail(str(error), _cli().EXIT_USAGE)
-            return
+            fail(str(error), EXIT_USAGE)
         result = {
             "private_key": str(private_path),
             "public_key": str(public_path),
             "key_id": key_id(load_public_key(public_path)),
         }
-        _cli().emit(result, as_json)
+        emit(result, as_json)
         if not as_json:
             _print_pairs("key pair", result)
 
@@ -503,7 +488,7 @@ def register_intel_commands(main: click.Group) -> None:
                 for q in store.quarantine.list(20)
             ],
         }
-        _cli().emit(data, as_json)
+        emit(data, as_json)
         if not as_json:
             _print_pairs(
                 "indicators",

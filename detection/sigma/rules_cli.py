@@ -7,47 +7,36 @@ inside the commands, so the CLI starts fast.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from lianfang.command_line import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    connect_or_exit,
+    console,
+    emit,
+    exit_when_unavailable,
+    fail,
+    moment_option,
+)
 from lianfang.settings import Settings
-
-
-def _cli() -> Any:
-    from lianfang import cli  # the shared output helpers and exit codes
-
-    return cli
 
 
 def _rules_dir(settings: Settings, rules_dir: Path | None) -> Path:
     chosen = rules_dir or settings.sigma_rules_dir
     if chosen is None:
-        _cli().fail(
+        fail(
             "no rule directory: pass --dir or set sigma_rules_dir (LIANFANG_SIGMA_RULES_DIR)",
-            _cli().EXIT_USAGE,
+            EXIT_USAGE,
         )
-    assert chosen is not None
     if not chosen.exists():
-        _cli().fail(f"no such rule directory: {chosen}", _cli().EXIT_USAGE)
+        fail(f"no such rule directory: {chosen}", EXIT_USAGE)
     return chosen
-
-
-def _moment(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as error:
-        _cli().fail(f"{option}: {error}", _cli().EXIT_USAGE)
-        return None
-    if moment.tzinfo is None:
-        _cli().fail(f"{option} needs a zone, e.g. 2026-11-28T00:00:00+08:00", _cli().EXIT_USAGE)
-    return moment
 
 
 DIR_OPTION = click.option(
@@ -86,7 +75,7 @@ def register_rules_commands(main: click.Group) -> None:
             "unsupported_by_kind": catalogue.unsupported_by_kind(),
         }
         if as_json:
-            _cli().emit({"summary": summary, "rules": rows}, True)
+            emit({"summary": summary, "rules": rows}, True)
             return
         table = Table("status", "level", "title", "id / reason")
         for row in rows:
@@ -98,7 +87,7 @@ def register_rules_commands(main: click.Group) -> None:
                 row["id"] if converted else row["reason"],
             )
         Console().print(table)
-        _cli().console.print(
+        console.print(
             f"{summary['converted']} converted, {summary['unsupported']} unsupported "
             f"{summary['unsupported_by_kind']}"
         )
@@ -120,7 +109,7 @@ def register_rules_commands(main: click.Group) -> None:
             for failure in rule_set.failures
         ]  # fmt: skip
         if as_json:
-            _cli().emit({"rules": len(rule_set.collection.rules), "issues": issues}, True)
+            emit({"rules": len(rule_set.collection.rules), "issues": issues}, True)
         else:
             table = Table("severity", "validator", "rule", "issue")
             for issue in issues:
@@ -132,10 +121,10 @@ def register_rules_commands(main: click.Group) -> None:
                 )
             Console().print(table)
             affected = len({issue["rule_id"] or issue["path"] for issue in issues})
-            _cli().console.print(
+            console.print(
                 f"{len(rule_set.collection.rules)} rules, {len(issues)} issues in {affected} rules"
             )
-        sys.exit(_cli().EXIT_PARTIAL if issues else _cli().EXIT_OK)
+        sys.exit(EXIT_PARTIAL if issues else EXIT_OK)
 
     @rules.command("test")
     @click.argument("rule")
@@ -154,26 +143,20 @@ def register_rules_commands(main: click.Group) -> None:
     ) -> None:
         """Run one rule (a file, or an id in --dir) on a log file in a throw-away index."""
         from detection.sigma.rule_test import RuleNotFound, resolve_rule, try_rule_on_file
-        from lianfang.store import StoreUnavailable, connect
 
         if not log_file.exists():
-            _cli().fail(f"no such file: {log_file}", _cli().EXIT_USAGE)
+            fail(f"no such file: {log_file}", EXIT_USAGE)
         directory = rules_dir or settings.sigma_rules_dir
         try:
             chosen = resolve_rule(rule, directory)
         except RuleNotFound as error:
-            _cli().fail(str(error), _cli().EXIT_USAGE)
-            return
-        try:
-            client = connect(settings)
+            fail(str(error), EXIT_USAGE)
+        with exit_when_unavailable():
+            client = connect_or_exit(settings)
             result = try_rule_on_file(chosen, log_file, settings, client, format_name)
-        except StoreUnavailable as error:
-            _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)
-            return
         if as_json:
-            _cli().emit(result.as_dict(), True)
+            emit(result.as_dict(), True)
         else:
-            console = _cli().console
             console.print(f"rule: {chosen.title} ({chosen.id})")
             if result.failure:
                 console.print(f"[red]not run:[/red] {result.failure}")
@@ -187,7 +170,7 @@ def register_rules_commands(main: click.Group) -> None:
             if result.matches:
                 Console().print(table)
         if result.failure:
-            sys.exit(_cli().EXIT_USAGE)
+            sys.exit(EXIT_USAGE)
 
     @rules.command("run")
     @DIR_OPTION
@@ -207,36 +190,33 @@ def register_rules_commands(main: click.Group) -> None:
         from detection.sigma.conversion import convert_rule_set
         from detection.sigma.execution import SigmaRunner
         from detection.sigma.rule_loading import load_rule_set
-        from lianfang.store import IndexNames, StoreUnavailable, connect
+        from lianfang.store import IndexNames
 
-        window = (_moment(start, "--from"), _moment(end, "--to"))
+        window = (moment_option(start, "--from"), moment_option(end, "--to"))
         catalogue = convert_rule_set(load_rule_set([_rules_dir(settings, rules_dir)]))
-        try:
-            client = connect(settings)
+        with exit_when_unavailable():
+            client = connect_or_exit(settings)
             runner = SigmaRunner(client, IndexNames(settings.index_prefix))
             report = runner.run(
                 catalogue.converted, AlertStore(client, settings.index_prefix), *window
             )
-        except StoreUnavailable as error:
-            _cli().fail(str(error), _cli().EXIT_UNAVAILABLE)
-            return
         summary = {
             "converted": len(catalogue.converted),
             "unsupported_by_kind": catalogue.unsupported_by_kind(),
             **report.as_dict(),
         }
-        _cli().emit(summary, as_json)
+        emit(summary, as_json)
         if not as_json:
-            _cli().console.print(
+            console.print(
                 f"{report.rules_run} rules run ({report.rules_skipped} had nothing to search), "
                 f"{report.rules_matched} matched {report.events_matched} events; alerts "
                 f"{vars(report.alerts)}; {len(report.failures)} rules failed in Elasticsearch"
             )
             for failure in report.failures:
-                _cli().console.print(f"  failed: {failure.title}: {failure.reason}")
+                console.print(f"  failed: {failure.title}: {failure.reason}")
             for rule_id, fields in report.unindexed.items():
-                _cli().console.print(
+                console.print(
                     f"  partial: {rule_id} could not see unindexed (too long) values of "
                     f"{', '.join(fields)}"
                 )
-        sys.exit(_cli().EXIT_PARTIAL if report.failures else _cli().EXIT_OK)
+        sys.exit(EXIT_PARTIAL if report.failures else EXIT_OK)
