@@ -137,16 +137,26 @@ def run_collector(
         worker.join(0.5)  # the main thread stays free to run the signal handlers
     if failure:
         fail(f"the collector could not start: {failure[0]}", EXIT_USAGE)
-    snapshot = result[0]
+    report_and_exit(runtime, result[0], as_json, counts_dropped=True)
+
+
+def report_and_exit(runtime: Any, snapshot: Any, as_json: bool, *, counts_dropped: bool) -> None:
+    """Show how a collector run ended (JSON or the inputs table and totals) and exit.
+
+    Exit 1 when events were dead-lettered (or, with `counts_dropped`, dropped by push
+    inputs) or the runtime crashed, 3 when undelivered events wait for Elasticsearch.
+    """
     totals = snapshot.totals
     undelivered = snapshot.spool["pending_events"]
+    dropped = totals.get("dropped", 0) if counts_dropped else 0
     if as_json:
         emit(snapshot.as_dict(), True)
     else:
         Console().print(collector_inputs_table(snapshot.as_dict()["inputs"]))
+        dropped_text = f", {dropped:,} dropped" if counts_dropped else ""
         console.print(
             f"{snapshot.state}: {totals['indexed']:,} indexed, {totals['duplicates']:,} already "
-            f"present, {totals['failed']:,} dead-lettered, {totals.get('dropped', 0):,} dropped; "
+            f"present, {totals['failed']:,} dead-lettered{dropped_text}; "
             f"{undelivered:,} events wait in the spool"
         )
         if totals["failed"]:
@@ -155,7 +165,7 @@ def run_collector(
         fail(f"the collector stopped on an internal error: {runtime.crashed}", EXIT_PARTIAL)
     if undelivered and snapshot.elasticsearch == "unavailable":
         sys.exit(EXIT_UNAVAILABLE)
-    sys.exit(EXIT_PARTIAL if totals["failed"] or totals.get("dropped") else EXIT_OK)
+    sys.exit(EXIT_PARTIAL if totals["failed"] or dropped else EXIT_OK)
 
 
 def collector_inputs_table(inputs: list[dict[str, Any]]) -> Table:

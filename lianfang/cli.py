@@ -20,6 +20,7 @@ from collectors.collect_cli import (
     collector_inputs_table,
     log_to_stderr,
     register_collect_commands,
+    report_and_exit,
 )
 from detection.anomaly_cli import register_anomaly_commands
 from detection.sigma.rules_cli import register_rules_commands
@@ -497,23 +498,7 @@ def collect_files(
             read_bytes = sum(item.offset for item in runtime.snapshot().inputs)
             progress.update(task, completed=read_bytes)
     snapshot = result[0] if result else runtime.snapshot()
-    totals = snapshot.totals
-    undelivered = snapshot.spool["pending_events"]
-    if as_json:
-        emit(snapshot.as_dict(), True)
-    else:
-        Console().print(collector_inputs_table(snapshot.as_dict()["inputs"]))
-        console.print(
-            f"{snapshot.state}: {totals['indexed']:,} indexed, {totals['duplicates']:,} already "
-            f"present, {totals['failed']:,} dead-lettered; {undelivered:,} events wait in the spool"
-        )
-        if totals["failed"]:
-            console.print(f"dead letters: {runtime.dead_letters.current_path}")
-    if runtime.crashed:
-        fail(f"the collector stopped on an internal error: {runtime.crashed}", EXIT_PARTIAL)
-    if undelivered and snapshot.elasticsearch == "unavailable":
-        sys.exit(EXIT_UNAVAILABLE)
-    sys.exit(EXIT_PARTIAL if totals["failed"] else EXIT_OK)
+    report_and_exit(runtime, snapshot, as_json, counts_dropped=False)
 
 
 @collect.command("status")
