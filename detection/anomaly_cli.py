@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from lianfang.command_line import (
     emit,
     exit_when_unavailable,
     fail,
+    option_group,
     time_range_options,
 )
 from lianfang.settings import Settings
@@ -58,19 +61,28 @@ def _check_detector(name: str) -> None:
         fail(f"no detector {name!r} (known: {', '.join(available_detectors())})", EXIT_USAGE)
 
 
+def _column_needs(feature_sets: list[Any]) -> Any:
+    """The event columns that any of these feature sets reads."""
+    from detection.feature_extraction import column_needs
+
+    needs = column_needs(feature_sets[0])
+    for feature_set in feature_sets[1:]:
+        needs = needs | column_needs(feature_set)
+    return needs
+
+
 def _read_files(
     settings: Settings,
     paths: tuple[Path, ...],
     feature_sets: list[Any],
     department: str | None,
     format_name: str | None,
+    only_departments: tuple[str, ...] = (),
 ) -> Any:
+    """The events of these files (of `only_departments`, when named); exits 2 on a bad file."""
     from detection.event_files import EventFileError, read_event_files
-    from detection.feature_extraction import column_needs
 
-    needs = column_needs(feature_sets[0])
-    for feature_set in feature_sets[1:]:
-        needs = needs | column_needs(feature_set)
+    needs = _column_needs(feature_sets)
     try:
         table, report = read_event_files(
             list(paths), needs, settings, department=department, format_name=format_name
@@ -82,7 +94,30 @@ def _read_files(
             f"[yellow]{report.rejected} records could not be parsed:[/yellow] "
             f"{report.dead_letter_file}"
         )
-    return table
+    return _only_departments(table, only_departments)
+
+
+def _feature_tables(
+    events: Any, feature_sets: list[Any], start: datetime | None, end: datetime | None
+) -> Iterator[tuple[Any, datetime, datetime, Any]]:
+    """(feature set, start, end, feature table) for each feature set; none without events.
+
+    Without --from/--to, a feature set covers the time range of the events.
+    """
+    from detection.feature_extraction import compute_features, table_time_range
+
+    if events.num_rows == 0:
+        return
+    for feature_set in feature_sets:
+        low, high = (start, end) if start and end else table_time_range(events, feature_set)
+        yield feature_set, low, high, compute_features(events, feature_set, low, high)
+
+
+def _elasticsearch(settings: Settings, start: datetime | None, end: datetime | None) -> Any:
+    """A client for a --from/--to run; exits 2 without them, 3 when Elasticsearch is unavailable."""
+    if not (start and end):
+        fail("give --from and --to (or --input files)", EXIT_USAGE)
+    return connect_or_exit(settings)
 
 
 def _problems(problems: list[str]) -> None:
@@ -95,6 +130,17 @@ def _local(moment: datetime, settings: Settings) -> str:
 
     return moment.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M")
 
+
+# --feature-set and --department of train and score.
+_SCOPE_OPTIONS = option_group(
+    click.option("--feature-set", "set_names", multiple=True, help="feature set (default: all)"),
+    click.option("--department", "departments", multiple=True, help="only these organization.id"),
+)
+# How train and score read --input files.
+_INPUT_FILE_OPTIONS = option_group(
+    click.option("--input-department", help="organization.id for file events that name none"),
+    click.option("--format", "format_name", help="log format of --input files (default: detected)"),
+)
 
 # ------------------------------------------------------------------ feature-sets, models
 
@@ -168,8 +214,7 @@ def models_command(settings: Settings, as_json: bool) -> None:
     type=click.Path(path_type=Path),
     help="train from files instead of Elasticsearch (Parquet archive, JSON lines, CSV, logs)",
 )
-@click.option("--feature-set", "set_names", multiple=True, help="feature set (default: all)")
-@click.option("--department", "departments", multiple=True, help="only these organization.id")
+@_SCOPE_OPTIONS
 @click.option("--detector", help="detector (default: settings anomaly.detector, ensemble)")
 @click.option("--pooled", is_flag=True, help="also train one model over all departments")
 @click.option("--threshold-quantile", type=float, help="alert above this baseline quantile")
@@ -180,8 +225,7 @@ def models_command(settings: Settings, as_json: bool) -> None:
     show_default=True,
     help="refit without this share of the most anomalous baseline windows",
 )
-@click.option("--input-department", help="organization.id for file events that name none")
-@click.option("--format", "format_name", help="log format of --input files (default: detected)")
+@_INPUT_FILE_OPTIONS
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def train_command(
@@ -210,7 +254,6 @@ def train_command(
         train_feature_set,
         train_from_elasticsearch,
     )
-    from detection.feature_extraction import compute_features, table_time_range
     from lianfang.store import IndexNames
 
     start, end = time_range_options(start_text, end_text)
@@ -221,17 +264,13 @@ def train_command(
     repository = ModelRepository(models_root(settings.home_dir))
     per_department = settings.anomaly.per_department
     if inputs:
-        events = _only_departments(
-            _read_files(settings, inputs, feature_sets, input_department, format_name),
-            departments,
+        events = _read_files(
+            settings, inputs, feature_sets, input_department, format_name, departments
         )
         report = AnomalyRunReport()
-        for feature_set in feature_sets:
-            if events.num_rows == 0:
-                report.problems.append(f"{feature_set.name}: the files hold no events")
-                continue
-            low, high = (start, end) if start and end else table_time_range(events, feature_set)
-            table = compute_features(events, feature_set, low, high)
+        if events.num_rows == 0:
+            report.problems += [f"{f.name}: the files hold no events" for f in feature_sets]
+        for feature_set, low, high, table in _feature_tables(events, feature_sets, start, end):
             train_feature_set(
                 table,
                 feature_set,
@@ -246,10 +285,8 @@ def train_command(
                 report=report,
             )
     else:
-        if not (start and end):
-            fail("give --from and --to (or --input files)", EXIT_USAGE)
+        client = _elasticsearch(settings, start, end)
         with exit_when_unavailable():
-            client = connect_or_exit(settings)
             report = train_from_elasticsearch(
                 client,
                 IndexNames(settings.index_prefix).events_alias,
@@ -285,7 +322,6 @@ def train_command(
     )
     if not as_json:
         _problems(report.problems)
-    if not as_json:
         console.print(f"{len(rows)} models saved under {repository.root}")
     sys.exit(EXIT_PARTIAL if report.problems or not rows else EXIT_OK)
 
@@ -328,13 +364,11 @@ def _only_departments(events: Any, departments: tuple[str, ...]) -> Any:
     help="with --input: use the trained models instead of fitting",
 )
 @click.option("--detector", help="with --input: detector to fit (default: settings)")
-@click.option("--feature-set", "set_names", multiple=True, help="feature set (default: all)")
-@click.option("--department", "departments", multiple=True, help="only these organization.id")
+@_SCOPE_OPTIONS
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--no-alerts", is_flag=True, help="Elasticsearch: rank only, raise no alerts")
 @click.option("--threshold-quantile", type=float, help="with --input: alert threshold quantile")
-@click.option("--input-department", help="organization.id for file events that name none")
-@click.option("--format", "format_name", help="log format of --input files (default: detected)")
+@_INPUT_FILE_OPTIONS
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def score_command(
@@ -370,28 +404,19 @@ def score_command(
         score_events_offline,
         score_feature_set,
     )
-    from detection.feature_extraction import compute_features, table_time_range
     from lianfang.store import IndexNames
 
     start, end = time_range_options(start_text, end_text)
     feature_sets = _feature_sets(settings, set_names)
     repository = ModelRepository(models_root(settings.home_dir))
     if inputs:
-        events = _only_departments(
-            _read_files(settings, inputs, feature_sets, input_department, format_name),
-            departments,
+        events = _read_files(
+            settings, inputs, feature_sets, input_department, format_name, departments
         )
         if use_models:
             report = AnomalyRunReport()
-            for feature_set in feature_sets:
-                if events.num_rows == 0:
-                    continue
-                low, high = (start, end) if start and end else table_time_range(events, feature_set)
-                table = compute_features(events, feature_set, low, high)
-
-                def model_for(department: str, name: str = feature_set.name) -> Any:
-                    return repository.find(name, department)
-
+            for feature_set, _, _, table in _feature_tables(events, feature_sets, start, end):
+                model_for = partial(repository.find, feature_set.name)
                 score_feature_set(table, feature_set, model_for, explain_top=top, report=report)
             mode = f"trained models in {repository.root}"
         else:
@@ -421,10 +446,8 @@ def score_command(
         by_name = {feature_set.name: feature_set for feature_set in feature_sets}
         report.alerts = alerts_for(report.scored, by_name, TechniqueResolver())
     else:
-        if not (start and end):
-            fail("give --from and --to (or --input files)", EXIT_USAGE)
+        client = _elasticsearch(settings, start, end)
         with exit_when_unavailable():
-            client = connect_or_exit(settings)
             report = score_elasticsearch_window(
                 client,
                 IndexNames(settings.index_prefix).events_alias,
@@ -635,12 +658,9 @@ def _eval_demo(
         without_stories,
     )
     from detection.evaluation import EvaluationError
-    from detection.feature_extraction import column_needs
 
     feature_sets = _feature_sets(settings, ())
-    needs = column_needs(feature_sets[0])
-    for feature_set in feature_sets[1:]:
-        needs = needs | column_needs(feature_set)
+    needs = _column_needs(feature_sets)
     folder = demo_dir or Path(tempfile.mkdtemp(prefix="lianfang-demo-eval-"))
     baseline_day, scored_day = latest_weekdays(date.today())
     baseline, scored = generate_demo_days(

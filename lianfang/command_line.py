@@ -111,19 +111,23 @@ def time_range_options(
     return start, end
 
 
-def sending_department_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--department, --department-name and --sector: who sent the events."""
-    for option in reversed(
-        [
-            click.option("--department", help="organization.id of the sending department"),
-            click.option("--department-name", help="organization.name of the sending department"),
-            click.option(
-                "--sector", help="labels.sector (critical sector) of the sending department"
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+def option_group(*options: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """One decorator for several click options, shown in --help in this order."""
+
+    def decorate(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+# Who sent the events: --department, --department-name and --sector.
+sending_department_options = option_group(
+    click.option("--department", help="organization.id of the sending department"),
+    click.option("--department-name", help="organization.name of the sending department"),
+    click.option("--sector", help="labels.sector (critical sector) of the sending department"),
+)
 
 
 def sending_department(
