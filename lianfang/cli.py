@@ -38,6 +38,7 @@ from lianfang.command_line import (
     exit_when_unavailable,
     fail,
     moment_option,
+    option_group,
     sending_department,
     sending_department_options,
     time_range_options,
@@ -565,20 +566,35 @@ def demo() -> None:
     """The reproducible multi-department demo day."""
 
 
+def _demo_options(baseline_days_help: str) -> Any:
+    """The options of `demo generate` and `demo load`: which day, where, how much, --json."""
+    return option_group(
+        click.option(
+            "--out", "out_dir", type=click.Path(path_type=Path), default=Path(".lianfang/demo")
+        ),
+        click.option("--seed", type=int, help="random seed (default: settings demo_seed)"),
+        click.option(
+            "--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)"
+        ),
+        click.option(
+            "--scale", type=float, default=1.0, help="multiplies the normal background volume"
+        ),
+        click.option(
+            "--baseline-days",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help=baseline_days_help,
+        ),
+        click.option("--json", "as_json", is_flag=True),
+        click.pass_obj,
+    )
+
+
 @demo.command("generate")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(".lianfang/demo"))
-@click.option("--seed", type=int, help="random seed (default: settings demo_seed)")
-@click.option("--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)")
-@click.option("--scale", type=float, default=1.0, help="multiplies the normal background volume")
-@click.option(
-    "--baseline-days",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="also write this many story-free days before the demo day (OUT/baseline), same scale",
+@_demo_options(
+    "also write this many story-free days before the demo day (OUT/baseline), same scale"
 )
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
 def demo_generate(
     settings: Settings,
     out_dir: Path,
@@ -589,12 +605,11 @@ def demo_generate(
     as_json: bool,
 ) -> None:
     """Write the demo day's log files and its ground truth (truth.json), and baseline days."""
-    from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST, generate_demo_day
+    from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST
 
-    spec = _demo_spec(settings, seed, day, scale)
-    manifest = generate_demo_day(spec, out_dir)
+    manifest, baseline = _generate_demo(settings, out_dir, seed, day, scale, baseline_days)
     if baseline_days:
-        manifest["baseline"] = _demo_baseline(spec, baseline_days, out_dir)
+        manifest["baseline"] = baseline
     emit(manifest, as_json)
     if not as_json:
         table = Table("file", "department", "format", "lines")
@@ -606,30 +621,46 @@ def demo_generate(
             _print_baseline(manifest["baseline"], out_dir / BASELINE_FOLDER / BASELINE_MANIFEST)
 
 
-def _demo_spec(settings: Settings, seed: int | None, day: str | None, scale: float) -> Any:
-    """The DemoSpec of the demo options; exits with the usage code when one is invalid."""
+def _generate_demo(
+    settings: Settings,
+    out_dir: Path,
+    seed: int | None,
+    day: str | None,
+    scale: float,
+    baseline_days: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the demo day and its baseline days (under OUT/baseline); their manifests.
+
+    The baseline manifest is empty without --baseline-days. Exits with the usage code when
+    an option is invalid.
+    """
     from datetime import date
 
-    from collectors.demo_day import DemoSpec
+    from collectors.demo_day import (
+        BASELINE_FOLDER,
+        DemoSpec,
+        generate_baseline_days,
+        generate_demo_day,
+    )
 
     try:
-        return DemoSpec(
+        spec = DemoSpec(
             seed=settings.demo_seed if seed is None else seed,
             day=date.fromisoformat(day) if day else None,
             scale=scale,
         )
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
-
-
-def _demo_baseline(spec: Any, days: int, out_dir: Path) -> dict[str, Any]:
-    """Write the story-free baseline days under OUT/baseline; exits on invalid options."""
-    from collectors.demo_day import BASELINE_FOLDER, generate_baseline_days
-
+    manifest = generate_demo_day(spec, out_dir)
     try:
-        return generate_baseline_days(spec, days, out_dir / BASELINE_FOLDER)
+        baseline = (
+            generate_baseline_days(spec, baseline_days, out_dir / BASELINE_FOLDER)
+            if baseline_days
+            else {}
+        )
     except ValueError as error:
         fail(str(error), EXIT_USAGE)
+    return manifest, baseline
 
 
 def _print_baseline(baseline: dict[str, Any], manifest_path: Path) -> None:
@@ -667,19 +698,7 @@ def _demo_principals(settings: Settings, manifest: dict[str, Any]) -> Path:
 
 
 @demo.command("load")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path(".lianfang/demo"))
-@click.option("--seed", type=int, help="random seed (default: settings demo_seed)")
-@click.option("--date", "day", help="the UTC day to generate, YYYY-MM-DD (default: yesterday)")
-@click.option("--scale", type=float, default=1.0)
-@click.option(
-    "--baseline-days",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="also load this many story-free days before the demo day (an anomaly baseline)",
-)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
+@_demo_options("also load this many story-free days before the demo day (an anomaly baseline)")
 def demo_load(
     settings: Settings,
     out_dir: Path,
@@ -690,17 +709,11 @@ def demo_load(
     as_json: bool,
 ) -> None:
     """Generate the demo day (and baseline days) and ingest every file under its department."""
-    import time
+    from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST
 
-    from collectors.demo_day import BASELINE_FOLDER, BASELINE_MANIFEST, generate_demo_day
-
-    spec = _demo_spec(settings, seed, day, scale)
-    manifest = generate_demo_day(spec, out_dir)
-    baseline = _demo_baseline(spec, baseline_days, out_dir) if baseline_days else {}
+    manifest, baseline = _generate_demo(settings, out_dir, seed, day, scale, baseline_days)
     store = event_store_or_exit(settings)
-    started = time.perf_counter()
-    totals = _ingest_demo_files(settings, store, out_dir, manifest)
-    seconds = time.perf_counter() - started
+    totals, seconds = _ingest_demo_files(settings, store, out_dir, manifest)
     summary: dict[str, Any] = {
         **totals,
         "seconds": round(seconds, 2),
@@ -710,12 +723,13 @@ def demo_load(
         "truth": str(out_dir / "truth.json"),
     }
     if baseline:
-        started = time.perf_counter()
-        loaded = _ingest_demo_files(settings, store, out_dir / BASELINE_FOLDER, baseline)
+        loaded, loaded_seconds = _ingest_demo_files(
+            settings, store, out_dir / BASELINE_FOLDER, baseline
+        )
         summary["baseline"] = {
             **{key: baseline[key] for key in ("days", "scale", "start", "end")},
             **loaded,
-            "seconds": round(time.perf_counter() - started, 2),
+            "seconds": round(loaded_seconds, 2),
             "manifest": str(out_dir / BASELINE_FOLDER / BASELINE_MANIFEST),
         }
     store.refresh()
@@ -723,25 +737,31 @@ def demo_load(
     emit(summary, as_json)
     if not as_json:
         console.print(
-            f"demo day {manifest['day']}: {totals['indexed']:,} events indexed "
-            f"({totals['duplicates']:,} already present, {totals['dead_lettered']} dead-lettered) "
-            f"in {seconds:.1f} s = {summary['events_per_second']:,.0f} events/s"
+            f"demo day {manifest['day']}: {_indexed_text(totals, seconds)} "
+            f"= {summary['events_per_second']:,.0f} events/s"
         )
         if baseline:
             loaded = summary["baseline"]
             _print_baseline(baseline, Path(loaded["manifest"]))
-            console.print(
-                f"baseline: {loaded['indexed']:,} events indexed ({loaded['duplicates']:,} already "
-                f"present, {loaded['dead_lettered']} dead-lettered) in {loaded['seconds']:.1f} s"
-            )
+            console.print(f"baseline: {_indexed_text(loaded, loaded['seconds'])}")
     dead_lettered = totals["dead_lettered"] + summary.get("baseline", {}).get("dead_lettered", 0)
     sys.exit(EXIT_PARTIAL if dead_lettered else EXIT_OK)
 
 
+def _indexed_text(totals: dict[str, Any], seconds: float) -> str:
+    """How many events a demo load indexed, found present or dead-lettered, and how fast."""
+    return (
+        f"{totals['indexed']:,} events indexed ({totals['duplicates']:,} already present, "
+        f"{totals['dead_lettered']} dead-lettered) in {seconds:.1f} s"
+    )
+
+
 def _ingest_demo_files(
     settings: Settings, store: Any, folder: Path, manifest: dict[str, Any]
-) -> dict[str, int]:
-    """Ingest every file of a demo manifest under its department; returns the totals."""
+) -> tuple[dict[str, int], float]:
+    """Ingest every file of a demo manifest under its department: the totals and seconds."""
+    import time
+
     from collectors.asset_inventory import AssetInventoryError
     from collectors.demo_day import DEPARTMENTS
     from collectors.file_ingest import file_records, ingest_records
@@ -750,6 +770,7 @@ def _ingest_demo_files(
     from lianfang.bulk_writer import BulkDeliveryError
     from lianfang.store import StoreUnavailable
 
+    started = time.perf_counter()
     departments = {d.id: d for d in DEPARTMENTS}
     totals = {"read": 0, "indexed": 0, "duplicates": 0, "dead_lettered": 0}
     for item in manifest["files"]:
@@ -769,7 +790,7 @@ def _ingest_demo_files(
             fail(str(error), EXIT_USAGE)
         for key in totals:
             totals[key] += getattr(report, key)
-    return totals
+    return totals, time.perf_counter() - started
 
 
 # ------------------------------------------------------------------ detection
