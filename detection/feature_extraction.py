@@ -20,9 +20,10 @@ has no earlier event within `lookback` before this window (in the data available
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -218,6 +219,34 @@ def _feature_aggregation(
     return None  # count: the bucket's doc_count; first_seen: the lookback pass
 
 
+def _department_entity_sources(feature_set: FeatureSet) -> list[dict[str, Any]]:
+    """The composite sources of a feature set's (department, entity) pairs."""
+    return [
+        {"department": {"terms": {"field": DEPARTMENT_COLUMN, "missing_bucket": True}}},
+        {"entity": {"terms": {"field": feature_set.entity}}},
+    ]
+
+
+def _composite_search(
+    name: str,
+    sources: list[dict[str, Any]],
+    sub_aggregations: dict[str, Any],
+    query: dict[str, Any],
+    after: dict[str, Any] | None,
+    page_size: int,
+) -> dict[str, Any]:
+    """The search body of one page of the composite aggregation `name` (pure)."""
+    composite: dict[str, Any] = {"size": page_size, "sources": sources}
+    if after is not None:
+        composite["after"] = after
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": query,
+        "aggs": {name: {"composite": composite, "aggs": sub_aggregations}},
+    }
+
+
 def composite_request(
     feature_set: FeatureSet,
     start: datetime,
@@ -237,29 +266,17 @@ def composite_request(
         aggregation = _feature_aggregation(feature, feature_set, start, end)
         if aggregation is not None:
             sub_aggregations[f"f_{feature.name}"] = aggregation
-    composite: dict[str, Any] = {
-        "size": page_size,
-        "sources": [
-            {"department": {"terms": {"field": DEPARTMENT_COLUMN, "missing_bucket": True}}},
-            {"entity": {"terms": {"field": feature_set.entity}}},
-            {
-                "window": {
-                    "date_histogram": {
-                        "field": TIMESTAMP_COLUMN,
-                        "fixed_interval": _interval(feature_set),
-                    }
-                }
-            },
-        ],
+    window = {
+        "date_histogram": {"field": TIMESTAMP_COLUMN, "fixed_interval": _interval(feature_set)}
     }
-    if after is not None:
-        composite["after"] = after
-    return {
-        "size": 0,
-        "track_total_hits": False,
-        "query": _query(feature_set, start, end, departments, excluded_departments),
-        "aggs": {"windows": {"composite": composite, "aggs": sub_aggregations}},
-    }
+    return _composite_search(
+        "windows",
+        [*_department_entity_sources(feature_set), {"window": window}],
+        sub_aggregations,
+        _query(feature_set, start, end, departments, excluded_departments),
+        after,
+        page_size,
+    )
 
 
 def first_seen_request(
@@ -273,32 +290,16 @@ def first_seen_request(
     excluded_departments: list[str] | None = None,
 ) -> dict[str, Any]:
     """One page of the earliest event per (department, entity) in [start - lookback, end)."""
-    composite: dict[str, Any] = {
-        "size": page_size,
-        "sources": [
-            {"department": {"terms": {"field": DEPARTMENT_COLUMN, "missing_bucket": True}}},
-            {"entity": {"terms": {"field": feature_set.entity}}},
-        ],
-    }
-    if after is not None:
-        composite["after"] = after
-    return {
-        "size": 0,
-        "track_total_hits": False,
-        "query": _query(
-            feature_set,
-            start - feature_set.lookback_delta,
-            end,
-            departments,
-            excluded_departments,
+    return _composite_search(
+        "entities",
+        _department_entity_sources(feature_set),
+        {"first": {"min": {"field": TIMESTAMP_COLUMN}}},
+        _query(
+            feature_set, start - feature_set.lookback_delta, end, departments, excluded_departments
         ),
-        "aggs": {
-            "entities": {
-                "composite": composite,
-                "aggs": {"first": {"min": {"field": TIMESTAMP_COLUMN}}},
-            }
-        },
-    }
+        after,
+        page_size,
+    )
 
 
 def _value(aggregation: dict[str, Any] | None) -> float:
@@ -347,13 +348,17 @@ def rows_from_buckets(
 
 
 def _pages(
-    client: Elasticsearch, index: str, feature_set: FeatureSet, build: Any, name: str
+    client: Elasticsearch,
+    index: str,
+    feature_set: FeatureSet,
+    build: Callable[..., dict[str, Any]],
+    name: str,
 ) -> Iterator[list[dict[str, Any]]]:
     after: dict[str, Any] | None = None
     while True:
         try:
             response = client.search(
-                index=index, ignore_unavailable=True, allow_no_indices=True, **build(after)
+                index=index, ignore_unavailable=True, allow_no_indices=True, **build(after=after)
             )
         except Exception as error:  # the client raises many transport and API error types
             raise FeatureExtractionError(
@@ -381,18 +386,15 @@ def earliest_events(
 ) -> dict[tuple[str, str], int]:
     """(department, entity) -> epoch ms of its earliest event in [start - lookback, end)."""
     earliest: dict[tuple[str, str], int] = {}
-
-    def build(after: dict[str, Any] | None) -> dict[str, Any]:
-        return first_seen_request(
-            feature_set,
-            start,
-            end,
-            after=after,
-            page_size=page_size,
-            departments=departments,
-            excluded_departments=excluded_departments,
-        )
-
+    build = partial(
+        first_seen_request,
+        feature_set,
+        start,
+        end,
+        page_size=page_size,
+        departments=departments,
+        excluded_departments=excluded_departments,
+    )
     for buckets in _pages(client, index, feature_set, build, "entities"):
         for bucket in buckets:
             key = bucket["key"]
@@ -416,36 +418,17 @@ def extract_features(
     `departments` keeps only those departments, `excluded_departments` leaves some out
     (UNKNOWN_DEPARTMENT names events without organization.id in both).
     """
+    scope = {"departments": departments, "excluded_departments": excluded_departments}
     first_seen = (
-        earliest_events(
-            client,
-            index,
-            feature_set,
-            start,
-            end,
-            departments=departments,
-            excluded_departments=excluded_departments,
-            page_size=page_size,
-        )
+        earliest_events(client, index, feature_set, start, end, page_size=page_size, **scope)
         if feature_set.needs_first_seen()
         else None
     )
     schema = feature_table_schema(feature_set)
     batches: list[pa.RecordBatch] = []
     filters = sum(f.kind in ("ratio", "off_hours_ratio") for f in feature_set.features)
-    page_size = max(1, min(page_size, MAX_BUCKETS_PER_PAGE // (1 + filters)))
-
-    def build(after: dict[str, Any] | None) -> dict[str, Any]:
-        return composite_request(
-            feature_set,
-            start,
-            end,
-            after=after,
-            page_size=page_size,
-            departments=departments,
-            excluded_departments=excluded_departments,
-        )
-
+    capped = max(1, min(page_size, MAX_BUCKETS_PER_PAGE // (1 + filters)))
+    build = partial(composite_request, feature_set, start, end, page_size=capped, **scope)
     for buckets in _pages(client, index, feature_set, build, "windows"):
         columns = rows_from_buckets(feature_set, buckets, first_seen)
         batches.append(pa.RecordBatch.from_pydict(columns, schema=schema))
