@@ -35,6 +35,7 @@ from detection.feature_sets import (
 from lianfang.schema import Event, Origin, format_timestamp
 from lianfang.settings import Settings
 from lianfang.store import EventStore
+from tests.anomaly_fixtures import index_events
 
 # Friday 2026-11-27, 00:00 UTC = 08:00 in Shanghai; the next day is a Saturday.
 START = datetime(2026, 11, 27, tzinfo=UTC)
@@ -336,25 +337,9 @@ def synthetic_events(count: int, seed: int) -> list[dict[str, Any]]:
 def test_elasticsearch_and_offline_features_are_equal(
     store: EventStore, client: Elasticsearch
 ) -> None:
-    from elasticsearch.helpers import bulk
-
     feature_set = flows_set()
     documents = synthetic_events(1500, seed=7)
-    store.install_templates()
-    bulk(
-        client,
-        (
-            {
-                "_index": store.index_for(
-                    datetime.fromisoformat(d["@timestamp"].replace("Z", "+00:00"))
-                ),
-                "_op_type": "create",
-                "_source": d,
-            }
-            for d in documents
-        ),
-    )
-    store.refresh()
+    index_events(client, store, documents)
     offline = compute_features(
         event_table(documents, column_needs(feature_set)), feature_set, START, END
     )

@@ -5,115 +5,43 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from elasticsearch import Elasticsearch
-from elasticsearch.helpers import bulk
 
 from detection.alerts import AlertStore
 from detection.anomaly_models import POOLED, ModelRepository
-from detection.anomaly_scoring import score_elasticsearch_window, train_from_elasticsearch
 from detection.feature_sets import load_feature_sets
 from lianfang.cli import main
-from lianfang.schema import format_timestamp
 from lianfang.settings import Settings
 from lianfang.store import EventStore
+from tests.anomaly_fixtures import (
+    BASELINE,
+    EXFILTRATING,
+    SCORED,
+    flows,
+    index_events,
+    score_scored_day,
+    train_on_baseline,
+)
 from tests.conftest import SHARED_DATASETS
-
-BASELINE = datetime(2026, 11, 26, tzinfo=UTC)
-SCORED = BASELINE + timedelta(days=1)
-EXFILTRATING = "10.20.1.14"
-
-
-def flows(day: datetime, seed: int, exfiltration: bool) -> list[dict[str, Any]]:
-    """A day of flows from 30 finance hosts; optionally 2.4 GB out from one at 03:00 local."""
-    rng = random.Random(seed)
-    documents = []
-    for host in range(30):
-        source = f"10.20.1.{host + 1}"
-        for hour in range(24):
-            busy = 1 <= hour <= 10  # 09:00-18:00 in Shanghai
-            for _ in range(rng.randint(8, 20) if busy else rng.randint(0, 3)):
-                moment = day + timedelta(hours=hour, seconds=rng.uniform(0, 3599))
-                documents.append(flow(moment, source, int(rng.lognormvariate(8, 1)), rng))
-    if exfiltration:
-        start = day + timedelta(hours=19, minutes=5)  # 03:05 local the next morning
-        for number in range(24):
-            documents.append(
-                flow(
-                    start + timedelta(minutes=2 * number),
-                    EXFILTRATING,
-                    100_000_000,
-                    rng,
-                    "185.220.101.9",
-                )
-            )
-    return documents
-
-
-def flow(
-    moment: datetime, source: str, sent: int, rng: random.Random, destination: str | None = None
-) -> dict[str, Any]:
-    return {
-        "@timestamp": format_timestamp(moment),
-        "event": {
-            "kind": "event",
-            "category": ["network"],
-            "outcome": "success",
-            "dataset": "flow",
-        },
-        "organization": {"id": "finance"},
-        "source": {"ip": source, "bytes": sent},
-        "destination": {
-            "ip": destination or f"10.20.9.{rng.randint(1, 50)}",
-            "port": rng.choice([443, 80, 22]),
-        },
-    }
-
-
-def index(client: Elasticsearch, store: EventStore, documents: list[dict[str, Any]]) -> None:
-    store.install_templates()
-    bulk(
-        client,
-        (
-            {
-                "_index": store.index_for(
-                    datetime.fromisoformat(d["@timestamp"].replace("Z", "+00:00"))
-                ),
-                "_op_type": "create",
-                "_source": d,
-            }
-            for d in documents
-        ),
-    )
-    store.refresh()
 
 
 def test_trained_models_raise_explained_alerts_idempotently(
     store: EventStore, client: Elasticsearch, settings: Settings
 ) -> None:
     feature_set = load_feature_sets(timezone=settings.timezone).get("network_source")
-    index(client, store, flows(BASELINE, 1, False) + flows(SCORED, 2, True))
+    index_events(client, store, flows(BASELINE, 1, False) + flows(SCORED, 2, True))
     repository = ModelRepository(settings.home_dir / "models")
-    trained = train_from_elasticsearch(
-        client, store.names.events_alias, [feature_set], BASELINE, SCORED, repository
-    )
+    trained = train_on_baseline(client, store, feature_set, repository)
     assert trained.problems == [] and [m.department for m in trained.trained] == ["finance"]
     assert repository.versions("network_source", "finance") == [1]
     alerts = AlertStore(client, settings.index_prefix)
-    report = score_elasticsearch_window(
-        client,
-        store.names.events_alias,
-        [feature_set],
-        SCORED,
-        SCORED + timedelta(days=1),
-        repository,
-        alerts,
-    )
+    report = score_scored_day(client, store, feature_set, repository, alerts)
     assert report.problems == []
     worst = report.scored[0]
     assert worst.entity == EXFILTRATING and worst.window_start == SCORED + timedelta(hours=19)
@@ -130,15 +58,7 @@ def test_trained_models_raise_explained_alerts_idempotently(
     assert stored["threat"]["technique"]["id"] == ["T1048"]
     assert stored["alert"]["explanation"].startswith("bytes out 2.4 GB in the hour vs a usual")
     assert len(stored["alert"]["evidence"]["event_ids"]) == worst.events  # all of the window's
-    again = score_elasticsearch_window(
-        client,
-        store.names.events_alias,
-        [feature_set],
-        SCORED,
-        SCORED + timedelta(days=1),
-        repository,
-        alerts,
-    )
+    again = score_scored_day(client, store, feature_set, repository, alerts)
     assert again.upserted is not None
     assert again.upserted.created == 0 and again.upserted.unchanged == len(report.alerts)
 
@@ -148,17 +68,10 @@ def test_training_from_elasticsearch_honours_pooled_only(
 ) -> None:
     """With per-department models off, only the pooled model is trained (as from files)."""
     feature_set = load_feature_sets(timezone=settings.timezone).get("network_source")
-    index(client, store, flows(BASELINE, 1, False))
+    index_events(client, store, flows(BASELINE, 1, False))
     repository = ModelRepository(settings.home_dir / "models")
-    trained = train_from_elasticsearch(
-        client,
-        store.names.events_alias,
-        [feature_set],
-        BASELINE,
-        BASELINE + timedelta(days=1),
-        repository,
-        per_department=False,
-        pooled=True,
+    trained = train_on_baseline(
+        client, store, feature_set, repository, SCORED, per_department=False, pooled=True
     )
     assert trained.problems == []
     assert [m.department for m in trained.trained] == [POOLED]

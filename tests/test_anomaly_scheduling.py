@@ -15,7 +15,6 @@ from detection.alert_exceptions import ExceptionStore
 from detection.alerts import AlertStore
 from detection.anomaly_detector_source import AnomalyModelDetector
 from detection.anomaly_models import ModelRepository, models_root
-from detection.anomaly_scoring import score_elasticsearch_window, train_from_elasticsearch
 from detection.detector import DetectionWindow, DetectorContext, DetectorLoad, load_detectors
 from detection.feature_extraction import (
     DEPARTMENT_COLUMN,
@@ -28,7 +27,16 @@ from detection.scheduler import DetectionScheduler, DetectionStateStore
 from lianfang.cli import main
 from lianfang.settings import Settings
 from lianfang.store import EventStore
-from tests.test_anomaly_runs import BASELINE, EXFILTRATING, SCORED, flow, flows, index
+from tests.anomaly_fixtures import (
+    BASELINE,
+    EXFILTRATING,
+    SCORED,
+    flow,
+    flows,
+    index_events,
+    score_scored_day,
+    train_on_baseline,
+)
 
 HOUR = timedelta(hours=1)
 OVERLAP = timedelta(minutes=10)
@@ -134,11 +142,9 @@ def test_scheduler_scores_complete_hours_and_merges_late_events(
 ) -> None:
     feature_set = network_source(settings)
     early, late = split_exfiltration(flows(SCORED, 2, True))
-    index(client, store, flows(BASELINE, 1, False) + early)
+    index_events(client, store, flows(BASELINE, 1, False) + early)
     repository = ModelRepository(models_root(settings.home_dir))
-    trained = train_from_elasticsearch(
-        client, store.names.events_alias, [feature_set], BASELINE, SCORED, repository
-    )
+    trained = train_on_baseline(client, store, feature_set, repository)
     assert trained.problems == []
 
     load = anomaly_load(settings, client)
@@ -187,7 +193,7 @@ def test_scheduler_scores_complete_hours_and_merges_late_events(
 
     # Late events of hour 19 arrive; the next pass's overlap re-scores hour 19 and the
     # alert grows instead of being raised twice.
-    index(client, store, late)
+    index_events(client, store, late)
     clock.moment = EXFILTRATION_HOUR + timedelta(minutes=70)
     [third] = scheduler.run_pending(HOUR, OVERLAP)
     assert third.start == EXFILTRATION_HOUR + timedelta(minutes=55)
@@ -205,15 +211,7 @@ def test_scheduler_scores_complete_hours_and_merges_late_events(
     assert len(anomaly_alerts(client, settings, EXFILTRATING)) == 1
     alerts = AlertStore(client, settings.index_prefix)
     total = client.count(index=alerts.index, query={"term": {"rule.type": "anomaly"}})["count"]
-    scored = score_elasticsearch_window(
-        client,
-        store.names.events_alias,
-        [feature_set],
-        SCORED,
-        SCORED + timedelta(days=1),
-        repository,
-        alerts,
-    )
+    scored = score_scored_day(client, store, feature_set, repository, alerts)
     assert scored.upserted is not None
     assert scored.upserted.created == 0 and scored.upserted.unchanged == len(scored.alerts)
     assert len(scored.alerts) == total
@@ -229,17 +227,9 @@ def test_pooled_model_scores_departments_without_their_own(
         | {"organization": {"id": "energy"}}
         for n in range(20)
     ]
-    index(client, store, flows(BASELINE, 1, False) + flows(SCORED, 2, True) + energy)
+    index_events(client, store, flows(BASELINE, 1, False) + flows(SCORED, 2, True) + energy)
     repository = ModelRepository(models_root(settings.home_dir))
-    train_from_elasticsearch(
-        client,
-        store.names.events_alias,
-        [feature_set],
-        BASELINE,
-        SCORED,
-        repository,
-        pooled=True,
-    )
+    train_on_baseline(client, store, feature_set, repository, pooled=True)
     load = anomaly_load(settings, client)
     by_name = {d.name: d for d in load.detectors}
     assert sorted(by_name) == ["anomaly.network_source", "anomaly.network_source@finance"]
@@ -256,9 +246,7 @@ def test_pooled_model_scores_departments_without_their_own(
     assert {a.organization_id for a in finance_alerts} == {"finance"}
 
     # A model trained again while the scheduler runs is used from the next pass on.
-    train_from_elasticsearch(
-        client, store.names.events_alias, [feature_set], BASELINE, SCORED, repository
-    )
+    train_on_baseline(client, store, feature_set, repository)
     finance = by_name["anomaly.network_source@finance"]
     assert isinstance(finance, AnomalyModelDetector)
     rescored = finance.run(window)
@@ -275,7 +263,7 @@ def test_department_scopes_include_and_exclude_events_without_a_department(
     finance = flow(moment, "10.20.1.1", 10, rng)
     energy = flow(moment, "10.30.1.1", 10, rng) | {"organization": {"id": "energy"}}
     nobody = {k: v for k, v in flow(moment, "10.40.1.1", 10, rng).items() if k != "organization"}
-    index(client, store, [finance, energy, nobody])
+    index_events(client, store, [finance, energy, nobody])
 
     def departments(**scope: list[str]) -> list[str]:
         table = extract_features(
@@ -302,11 +290,9 @@ def test_departments_with_recent_events_but_no_model_are_named(
     rng = random.Random(5)
     recent = datetime.now(UTC) - HOUR
     energy = [flow(recent, "10.30.1.7", 10, rng) | {"organization": {"id": "energy"}}]
-    index(client, store, flows(BASELINE, 1, False) + energy)
+    index_events(client, store, flows(BASELINE, 1, False) + energy)
     repository = ModelRepository(models_root(settings.home_dir))
-    train_from_elasticsearch(
-        client, store.names.events_alias, [feature_set], BASELINE, SCORED, repository
-    )
+    train_on_baseline(client, store, feature_set, repository)
     load = anomaly_load(settings, client)
     assert [d.name for d in load.detectors] == ["anomaly.network_source@finance"]
     [unscored] = [p for p in load.problems if p.startswith("anomaly: feature set network_source")]

@@ -36,8 +36,8 @@ from lianfang.settings import Settings
 from lianfang.store import EventStore, connect
 from sharing.indicator_matching import live_ingest_lookup
 from sharing.stix_ids import stix_timestamp
+from tests.intel_fixtures import indicator, intel_store
 from tests.test_collector_runtime import cli_environment, collect_command
-from tests.test_intel_matching import indicator, intel_store
 
 MOMENT = format_timestamp(
     (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)

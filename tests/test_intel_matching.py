@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,41 +9,23 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from collectors.file_ingest import file_records, ingest_records
-from collectors.normalise import Department
 from detection.alerts import AlertStore
 from lianfang.settings import Settings
 from lianfang.store import EventStore
-from sharing.indicator_confidence import ConfidenceRule
 from sharing.indicator_matching import ingest_lookup, retro_hunt
 from sharing.intel_hunt import IntelHunter
-from sharing.intel_store import IntelStore
 from sharing.stix_ids import deterministic_id, stix_timestamp
 from sharing.stix_outbox import Outbox
 from sharing.tlp import TLP_2_IDS, TlpLevel
-
-PRODUCER = "identity--5a1b2c3d-0000-4000-8000-0000000000aa"
-
-
-def indicator(
-    key: str, pattern: str, *, confidence: int = 60, modified: datetime | None = None, **extra: Any
-) -> dict[str, Any]:
-    moment = modified or datetime.now(UTC) - timedelta(days=1)
-    return {
-        "type": "indicator",
-        "spec_version": "2.1",
-        "id": deterministic_id("indicator", "test", key),
-        "created": "2026-01-01T00:00:00.000Z",
-        "modified": stix_timestamp(moment),
-        "created_by_ref": PRODUCER,
-        "name": key,
-        "pattern": pattern,
-        "pattern_type": "stix",
-        "valid_from": "2026-01-01T00:00:00Z",
-        "confidence": confidence,
-        "object_marking_refs": [TLP_2_IDS[TlpLevel.GREEN]],
-        **extra,
-    }
+from tests.intel_fixtures import (
+    PRODUCER,
+    connection,
+    event,
+    indicator,
+    ingest_events,
+    intel_store,
+    stored_indicator,
+)
 
 
 def sighting(key: str, indicator_id: str, count: int = 3) -> dict[str, Any]:
@@ -61,35 +42,6 @@ def sighting(key: str, indicator_id: str, count: int = 3) -> dict[str, Any]:
         "first_seen": now,
         "last_seen": now,
     }
-
-
-def intel_store(client: Elasticsearch, settings: Settings) -> IntelStore:
-    return IntelStore(client, settings.index_prefix, ConfidenceRule.from_settings(settings.intel))
-
-
-def ingest_events(
-    settings: Settings,
-    store: EventStore,
-    path: Path,
-    events: list[dict[str, Any]],
-    indicators: Any = None,
-) -> None:
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    report, _ = ingest_records(
-        file_records(path),
-        settings=settings,
-        store=store,
-        format_name="json",
-        department=Department("finance", "省财政厅", "finance"),
-        indicators=indicators,
-    )
-    assert report.dead_lettered == 0
-    store.refresh()
-
-
-def event(minutes_ago: int, **fields: Any) -> dict[str, Any]:
-    moment = datetime.now(UTC) - timedelta(minutes=minutes_ago)
-    return {"@timestamp": moment.isoformat(), "event": {"category": ["network"]}, **fields}
 
 
 def test_intake_validates_dedupes_versions_and_quarantines(
@@ -227,16 +179,13 @@ def test_hunt_raises_alerts_and_sightings_for_the_producer(
         settings,
         store,
         tmp_path / "old.ndjson",
-        [
-            event(60, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.80"}),
-            event(59, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.80"}),
-        ],
+        [connection(60, "10.20.0.5", "203.0.113.80"), connection(59, "10.20.0.5", "203.0.113.80")],
     )
     intel = intel_store(client, settings)
-    from_peer = indicator("peer", "[ipv4-addr:value = '203.0.113.80']", confidence=75)
-    from_feed = indicator("feed", "[domain-name:value = 'live.evil.example']", confidence=75)
-    intel.intake([from_peer], source="taxii:cert")
-    intel.intake([from_feed], source="feed:list")
+    from_peer = stored_indicator(intel, "peer", "[ipv4-addr:value = '203.0.113.80']", "taxii:cert")
+    from_feed = stored_indicator(
+        intel, "feed", "[domain-name:value = 'live.evil.example']", "feed:list"
+    )
     hunter = IntelHunter(settings, client)
     first = hunter.run()
     assert first.retro.as_dict()["matches"] == 1 and first.alerts_created == 1

@@ -21,7 +21,13 @@ from lianfang.store import EventStore
 from sharing.intel_hunt import MATCH_RULE_ID
 from sharing.stix_outbox import Outbox
 from tests.conftest import TEST_MASKING_KEY
-from tests.test_intel_matching import event, indicator, ingest_events, intel_store
+from tests.intel_fixtures import (
+    connection,
+    indicator,
+    ingest_events,
+    intel_store,
+    stored_indicator,
+)
 from tests.test_taxii_sync import PASSWORD, PASSWORD_ENV, SHARED, USER, medallion
 
 __all__ = ["medallion"]  # the TAXII server fixture, shared with tests/test_taxii_sync.py
@@ -59,16 +65,16 @@ def test_detect_run_hunts_new_indicators_raises_alerts_and_sightings_once(
         store,
         tmp_path / "events.ndjson",
         [
-            event(60, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.80"}),
-            event(59, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.80"}),
-            event(58, source={"ip": "10.20.0.6"}, destination={"ip": "198.51.100.7"}),
+            connection(60, "10.20.0.5", "203.0.113.80"),
+            connection(59, "10.20.0.5", "203.0.113.80"),
+            connection(58, "10.20.0.6", "198.51.100.7"),
         ],
     )
     intel = intel_store(client, settings)
-    from_peer = indicator("peer", "[ipv4-addr:value = '203.0.113.80']", confidence=75)
-    from_feed = indicator("scanner", "[ipv4-addr:value = '198.51.100.7']", confidence=75)
-    intel.intake([from_peer], source="taxii:cert")
-    intel.intake([from_feed], source="feed:list")
+    from_peer = stored_indicator(intel, "peer", "[ipv4-addr:value = '203.0.113.80']", "taxii:cert")
+    from_feed = stored_indicator(
+        intel, "scanner", "[ipv4-addr:value = '198.51.100.7']", "feed:list"
+    )
     # The scheduler applies exceptions to intel alerts too: a suppressed match gets no sighting.
     ExceptionStore(client, settings.index_prefix).add(
         parse_field_values([f"rule.id={MATCH_RULE_ID}", "alert.entity.value=198.51.100.7"]),
@@ -124,10 +130,7 @@ def test_intel_import_hunts_the_new_indicators_at_once(
     client: Elasticsearch, settings: Settings, store: EventStore, tmp_path: Path
 ) -> None:
     ingest_events(
-        settings,
-        store,
-        tmp_path / "events.ndjson",
-        [event(30, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.81"})],
+        settings, store, tmp_path / "events.ndjson", [connection(30, "10.20.0.5", "203.0.113.81")]
     )
     first = indicator("c2", "[ipv4-addr:value = '203.0.113.81']", confidence=75)
     feed = tmp_path / "c2.json"
@@ -179,10 +182,7 @@ def test_intel_pull_hunts_what_it_took_in(
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     ingest_events(
-        settings,
-        store,
-        tmp_path / "events.ndjson",
-        [event(30, source={"ip": "10.20.0.5"}, destination={"ip": "203.0.113.82"})],
+        settings, store, tmp_path / "events.ndjson", [connection(30, "10.20.0.5", "203.0.113.82")]
     )
     shared = indicator("hub", "[ipv4-addr:value = '203.0.113.82']", confidence=75)
     Collection(f"{medallion}collections/{SHARED}/", user=USER, password=PASSWORD).add_objects(
