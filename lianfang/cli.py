@@ -141,6 +141,18 @@ def es_retention(settings: Settings, days: int, as_json: bool) -> None:
 # ------------------------------------------------------------------ ingest
 
 
+def _bytes_progress(hidden: bool) -> Progress:
+    """A bar of the bytes read, with speed and time left, on stderr when it is a terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=hidden or not console.is_terminal,
+    )
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "format_name", help="log format (default: detected per file)")
@@ -185,14 +197,7 @@ def ingest(
     archive = ParquetArchive(archive_dir) if archive_dir else None
     results: list[dict[str, Any]] = []
     exit_code = EXIT_OK
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=as_json or not console.is_terminal,
-    ) as progress:
+    with _bytes_progress(hidden=as_json) as progress:
         task = progress.add_task("ingesting", total=total_bytes or None)
         for path in files:
             records = file_records(path, lambda n: progress.advance(task, n))
@@ -485,14 +490,7 @@ def collect_files(
     worker = threading.Thread(target=lambda: result.append(runtime.run()), name="collector")
     worker.start()
     total_bytes = sum(Path(path).stat().st_size for path in find_files(list(patterns)).values())
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=as_json or follow or not console.is_terminal,
-    ) as progress:
+    with _bytes_progress(hidden=as_json or follow) as progress:
         task = progress.add_task("collecting", total=total_bytes or None)
         while worker.is_alive():
             worker.join(0.5)  # the main thread stays free to run the signal handlers
