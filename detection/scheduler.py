@@ -70,6 +70,27 @@ class PassReport:
         }
 
 
+def detector_totals(reports: list[PassReport]) -> list[DetectorRun]:
+    """Each detector's counts summed over several windows (a backfill's summary), first error kept."""
+    totals: dict[str, DetectorRun] = {}
+    for report in reports:
+        for run in report.runs:
+            total = totals.setdefault(run.detector, DetectorRun(run.detector))
+            total.found += run.found
+            total.created += run.created
+            total.updated += run.updated
+            total.unchanged += run.unchanged
+            total.suppressed += run.suppressed
+            total.seconds += run.seconds
+            total.error = total.error or run.error
+            for key, value in run.details.items():
+                earlier = total.details.get(key)
+                both_counts = isinstance(value, int) and isinstance(earlier, int)
+                both_lists = isinstance(value, list) and isinstance(earlier, list)
+                total.details[key] = earlier + value if both_counts or both_lists else value
+    return list(totals.values())
+
+
 class DetectionStateStore:
     """`<prefix>-detection-state`: the end of the last completed window."""
 

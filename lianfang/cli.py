@@ -829,9 +829,8 @@ def detect_run(
 
     Without --from/--to, each pass covers [last completed end - overlap, now) and the end is
     saved in <prefix>-detection-state, so a restart resumes. Exit 1 if a detector failed.
+    People get one line per window and a table of each detector's totals at the end.
     """
-    from rich.table import Column
-
     from detection.detector import UnknownDetectorSource
     from detection.scheduled_detection import build_scheduled_detection
 
@@ -852,40 +851,16 @@ def detect_run(
     scheduler = scheduled.scheduler
     failed = False
 
+    reports: list[Any] = []
+
     def show(report: Any) -> None:
         nonlocal failed
         failed = failed or bool(report.failed)
+        reports.append(report)
         if as_json:
             click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
-            return
-        table = Table(
-            "found",
-            "new",
-            "updated",
-            "same",
-            "suppressed",
-            "seconds",
-            "error",
-            title=f"{report.start:%Y-%m-%d %H:%M:%S} → {report.end:%Y-%m-%d %H:%M:%S} UTC "
-            f"({report.seconds:.1f} s)",
-        )
-        table.columns.insert(0, Column("rule", no_wrap=True))
-        for run in report.runs:
-            table.add_row(
-                run.detector,
-                str(run.found),
-                str(run.created),
-                str(run.updated),
-                str(run.unchanged),
-                str(run.suppressed),
-                f"{run.seconds:.2f}",
-                run.error or "",
-            )
-        Console().print(table)
-        for run in report.runs:
-            if run.details:  # e.g. the intel pass: retro-hunted versions, sightings
-                details = ", ".join(f"{k} {v}" for k, v in run.details.items() if v not in ([], 0))
-                Console().print(f"{run.detector}: {details or 'nothing new'}", markup=False)
+        else:
+            console.print(_window_line(report), markup=False, soft_wrap=True)
 
     try:
         with exit_when_unavailable():
@@ -900,7 +875,56 @@ def detect_run(
                 scheduler.run_forever(interval, window, overlap, show)
     except KeyboardInterrupt:
         console.print("stopped")
+    if not as_json and reports:
+        _print_detector_totals(reports)
     sys.exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+def _window_line(report: Any) -> str:
+    """One line per window for people: the window, what it found, how long, what failed."""
+    found = sum(run.found for run in report.runs)
+    created = sum(run.created for run in report.runs)
+    updated = sum(run.updated for run in report.runs)
+    line = (
+        f"{report.start:%Y-%m-%d %H:%M} → {report.end:%Y-%m-%d %H:%M} UTC: "
+        f"{found} found, {created} new, {updated} updated ({report.seconds:.1f} s)"
+    )
+    finders = [f"{run.detector} {run.found}" for run in report.runs if run.found]
+    if finders:
+        line += " · " + ", ".join(finders)
+    failures = [f"{run.detector}: {run.error}" for run in report.runs if run.error]
+    return "\n  ".join([line, *(f"failed {failure}" for failure in failures)])
+
+
+def _print_detector_totals(reports: list[Any]) -> None:
+    """One table per command run: each detector's counts summed over its windows."""
+    from rich.table import Column
+
+    from detection.scheduler import detector_totals
+
+    totals = detector_totals(reports)
+    title = (
+        f"{len(reports)} window(s), {reports[0].start:%Y-%m-%d %H:%M} → "
+        f"{reports[-1].end:%Y-%m-%d %H:%M} UTC"
+    )
+    table = Table("found", "new", "updated", "same", "suppressed", "seconds", "error", title=title)
+    table.columns.insert(0, Column("detector", no_wrap=True))
+    for run in totals:
+        table.add_row(
+            run.detector,
+            str(run.found),
+            str(run.created),
+            str(run.updated),
+            str(run.unchanged),
+            str(run.suppressed),
+            f"{run.seconds:.2f}",
+            run.error or "",
+        )
+    Console().print(table)
+    for run in totals:
+        if run.details:  # e.g. the intel pass: retro-hunted versions, sightings
+            details = ", ".join(f"{k} {v}" for k, v in run.details.items() if v not in ([], 0))
+            Console().print(f"{run.detector}: {details or 'nothing new'}", markup=False)
 
 
 @detect.command("rules")

@@ -17,7 +17,14 @@ from detection.alert_exceptions import (
 )
 from detection.alerts import Alert, AlertStore
 from detection.detector import DetectionWindow, Detector, DetectorContext, load_detectors
-from detection.scheduler import DetectionScheduler, DetectionStateStore, plan_windows
+from detection.scheduler import (
+    DetectionScheduler,
+    DetectionStateStore,
+    DetectorRun,
+    PassReport,
+    detector_totals,
+    plan_windows,
+)
 from lianfang.cli import main
 from lianfang.settings import Settings
 from lianfang.store import EventStore
@@ -308,3 +315,43 @@ def test_run_forever_passes_resume_from_the_saved_end() -> None:
         (T0 - timedelta(minutes=5), T0 + timedelta(minutes=10)),
     ]
     assert len(passes) == 3
+
+
+def test_detector_totals_sum_each_detector_over_windows() -> None:
+    first = PassReport(T0, T0 + timedelta(hours=1))
+    first.runs = [
+        DetectorRun("ssh-brute-force", found=2, created=2, seconds=0.5),
+        DetectorRun("intel", found=1, created=1, details={"hunted": 3, "sightings": ["s1"]}),
+    ]
+    second = PassReport(T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+    second.runs = [
+        DetectorRun("ssh-brute-force", found=1, updated=1, seconds=0.25, error="boom"),
+        DetectorRun("intel", details={"hunted": 2, "sightings": ["s2"], "state": "done"}),
+    ]
+    totals = {run.detector: run for run in detector_totals([first, second])}
+    ssh = totals["ssh-brute-force"]
+    assert (ssh.found, ssh.created, ssh.updated, ssh.seconds) == (3, 2, 1, 0.75)
+    assert ssh.error == "boom"
+    assert totals["intel"].details == {"hunted": 5, "sightings": ["s1", "s2"], "state": "done"}
+    assert list(totals) == ["ssh-brute-force", "intel"]  # the detectors' order is kept
+
+
+def test_detect_run_for_people_prints_a_line_per_window_and_one_table(
+    settings: Settings, client: Elasticsearch, store: EventStore
+) -> None:
+    write_events(client, store, ssh_brute_force(ORG, True))
+    arguments = ["detect", "run", "--source", "behavioural", "--window", "2h"]
+    arguments += ["--from", "2026-11-24T00:00:00Z", "--to", "2026-11-24T04:00:00Z"]
+    environment = {
+        "LIANFANG_ES_URL": settings.es_url or "",
+        "LIANFANG_INDEX_PREFIX": settings.index_prefix,
+        "LIANFANG_HOME_DIR": str(settings.home_dir),
+    }
+    result = CliRunner().invoke(main, arguments, env=environment, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # Progress goes to stderr (one line per window), the summary table to stdout.
+    lines = [line for line in result.stderr.splitlines() if " UTC: " in line]
+    assert len(lines) == 2 and "ssh-brute-force 1" in "".join(lines)
+    out = result.stdout
+    assert out.count("2 window(s), 2026-11-24 00:00 → 2026-11-24 04:00 UTC") == 1
+    assert "ssh-brute-force" in out.split("2 window(s)")[1]  # the totals table lists it
