@@ -82,7 +82,8 @@ class AddObjectsJob:
     ends if the request has several chunks (they cannot stay in memory) or when `publish`
     is called (the POST answers before the objects are stored), and after every stored
     chunk from then on. A small request that is stored before the POST answers is written
-    once, complete.
+    once, complete, in the bulk request that stores its objects (as if every object is stored
+    as new; written again before the answer if one is not).
     """
 
     def __init__(
