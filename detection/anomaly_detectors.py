@@ -222,6 +222,36 @@ class EmpiricalTails:
         return combined.sum(axis=1)
 
 
+def _training_matrix(features: np.ndarray, name: str) -> np.ndarray:
+    """The training rows as a matrix, refused when there are too few to learn from."""
+    data = _matrix(features, name)
+    if data.shape[0] < MIN_TRAINING_ROWS:
+        raise DetectorInputError(
+            name, f"{data.shape[0]} training rows; at least {MIN_TRAINING_ROWS} needed"
+        )
+    return data
+
+
+def _baseline_profile(data: np.ndarray) -> BaselineProfile:
+    """The per-feature baseline that explanations compare against (unscaled values)."""
+    return BaselineProfile.fit(data, [f"x{i}" for i in range(data.shape[1])])
+
+
+def _explain(baseline: BaselineProfile | None, features: np.ndarray, name: str) -> np.ndarray:
+    """Two-sided tail surprise of each feature against the training baseline."""
+    if baseline is None:
+        raise DetectorInputError(name, "explain before fit")
+    data = _matrix(features, name)
+    return baseline.surprise(data, ["both"] * data.shape[1])
+
+
+def _fitted_scores(scores: np.ndarray | None, name: str) -> np.ndarray:
+    """The training rows' scores, or NotFittedError before fit."""
+    if scores is None:
+        raise NotFittedError(name, "not fitted")
+    return scores
+
+
 @dataclass
 class PyodDetector:
     """One pyod detector with its default parameters (unless given) and a feature scaling."""
@@ -242,11 +272,7 @@ class PyodDetector:
 
     def fit(self, features: np.ndarray) -> None:
         """Fit the scaling, the pyod model and the baseline profile on the training rows."""
-        data = _matrix(features, self.name)
-        if data.shape[0] < MIN_TRAINING_ROWS:
-            raise DetectorInputError(
-                self.name, f"{data.shape[0]} training rows; at least {MIN_TRAINING_ROWS} needed"
-            )
+        data = _training_matrix(features, self.name)
         self.scaler = FeatureScaling(self.scaling).fit(data)
         sample = training_sample(data, self.max_training_rows)
         scaled = self.scaler.transform(sample)
@@ -261,7 +287,7 @@ class PyodDetector:
                 self.model.fit(scaled)
             self._training_scores = np.asarray(self.model.decision_scores_, dtype=float)
         if self.keep_baseline:
-            self.baseline = BaselineProfile.fit(data, [f"x{i}" for i in range(data.shape[1])])
+            self.baseline = _baseline_profile(data)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The pyod decision function on scaled rows."""
@@ -278,17 +304,12 @@ class PyodDetector:
 
     def explain(self, features: np.ndarray) -> np.ndarray:
         """Two-sided baseline tail surprise per feature."""
-        if self.baseline is None:
-            raise DetectorInputError(self.name, "explain before fit")
-        data = _matrix(features, self.name)
-        return self.baseline.surprise(data, ["both"] * data.shape[1])
+        return _explain(self.baseline, features, self.name)
 
     @property
     def training_scores(self) -> np.ndarray:
         """Scores of the training rows."""
-        if self._training_scores is None:
-            raise NotFittedError(self.name, "not fitted")
-        return self._training_scores
+        return _fitted_scores(self._training_scores, self.name)
 
     def describe(self) -> dict[str, Any]:
         """Name, parameters and scaling."""
@@ -315,11 +336,7 @@ class EnsembleDetector:
 
     def fit(self, features: np.ndarray) -> None:
         """Fit every member on the shared scaling and learn each one's score scale."""
-        data = _matrix(features, self.name)
-        if data.shape[0] < MIN_TRAINING_ROWS:
-            raise DetectorInputError(
-                self.name, f"{data.shape[0]} training rows; at least {MIN_TRAINING_ROWS} needed"
-            )
+        data = _training_matrix(features, self.name)
         # One sample for every member, so their training scores describe the same rows;
         # each member scales it the same way (ECOD and COPOD also read the unscaled skew).
         sample = training_sample(data, self.max_training_rows)
@@ -330,7 +347,7 @@ class EnsembleDetector:
         spreads = np.quantile(raw, ENSEMBLE_SCALE_QUANTILE, axis=0) - self.centres
         self.spreads = np.where(spreads > 0, spreads, 1.0)
         self._training_scores = ((raw - self.centres) / self.spreads).mean(axis=1)
-        self.baseline = BaselineProfile.fit(data, [f"x{i}" for i in range(data.shape[1])])
+        self.baseline = _baseline_profile(data)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The mean of the members' normalised scores."""
@@ -344,17 +361,12 @@ class EnsembleDetector:
 
     def explain(self, features: np.ndarray) -> np.ndarray:
         """Two-sided baseline tail surprise per feature (on the unscaled values)."""
-        if self.baseline is None:
-            raise DetectorInputError(self.name, "explain before fit")
-        data = _matrix(features, self.name)
-        return self.baseline.surprise(data, ["both"] * data.shape[1])
+        return _explain(self.baseline, features, self.name)
 
     @property
     def training_scores(self) -> np.ndarray:
         """Normalised ensemble scores of the training rows."""
-        if self._training_scores is None:
-            raise NotFittedError(self.name, "not fitted")
-        return self._training_scores
+        return _fitted_scores(self._training_scores, self.name)
 
     def describe(self) -> dict[str, Any]:
         """Members, their parameters, and the shared scaling."""
