@@ -12,33 +12,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from api.errors import error_body
+from api.http_hardening import SECURITY_HEADERS
 
 # `make web` builds here (git-ignored); an installed package has no web/ and serves no page.
 DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "web" / "dist"
-
-# Same-origin scripts, styles and API calls only: no inline code, no eval, no framing.
-# ECharts draws on <canvas> and needs neither inline styles nor data: URLs beyond images.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-}
 
 
 class DashboardFiles(StaticFiles):
@@ -46,6 +23,7 @@ class DashboardFiles(StaticFiles):
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
+        # The same headers as the API's middleware, also when mounted in an app without it.
         response.headers.update(SECURITY_HEADERS)
         if path in ("", ".", "index.html"):
             response.headers["Cache-Control"] = "no-cache"

@@ -7,8 +7,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.dashboard import CONTENT_SECURITY_POLICY, mount_dashboard
+from api.dashboard import mount_dashboard
 from api.errors import install_error_handlers
+from api.http_hardening import CONTENT_SECURITY_POLICY
 
 
 def app_with_page(directory: Path) -> FastAPI:
