@@ -207,7 +207,7 @@ def main() -> None:
     import tempfile
 
     from lianfang.settings import load_settings
-    from lianfang.store import connect
+    from lianfang.store import connect, delete_prefix
 
     prefix = f"lfbench-anomaly-{uuid.uuid4().hex[:8]}"
     client = connect(load_settings(index_prefix=prefix))
@@ -234,10 +234,7 @@ def main() -> None:
                 ).stdout
                 runs[mode] = json.loads(output.strip().splitlines()[-1])
         finally:
-            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            if indices:
-                client.indices.delete(index=",".join(indices))
-            client.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-events")
+            delete_prefix(client, prefix)
     push, pull = runs["pushdown"], runs["pull"]
     report = {
         **setup,

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import Elasticsearch
 
 from collectors.demo_day import DEPARTMENTS, DemoSpec, generate_demo_day
 from collectors.file_ingest import file_records, ingest_records
@@ -48,7 +48,7 @@ from lianfang.schema import format_timestamp
 from lianfang.scoped_store import ScopedStore
 from lianfang.settings import load_settings
 from lianfang.situation import SEARCH_NAMES, SituationRequest, plan_searches
-from lianfang.store import EventStore, IndexNames, connect, elasticsearch_url
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix, elasticsearch_url
 
 DAY = date(2026, 11, 27)
 MASKING_KEY = "benchmark-key-not-a-secret"
@@ -270,18 +270,6 @@ def server_side(client: Elasticsearch, prefix: str, seed: int, count: int = 10) 
         for name, answer in zip(SEARCH_NAMES, answers, strict=True):
             took[name].append(int(answer.get("took", 0)))
     return {name: statistics.median(values) for name, values in took.items()}
-
-
-def delete_prefix(client: Elasticsearch, prefix: str) -> None:
-    indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-    if indices:
-        client.indices.delete(index=",".join(indices))
-    try:
-        templates = client.indices.get_index_template(name=f"{prefix}-*")["index_templates"]
-    except NotFoundError:
-        templates = []
-    for template in templates:
-        client.indices.delete_index_template(name=template["name"])
 
 
 def main() -> None:

@@ -28,11 +28,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from elasticsearch import NotFoundError
-
 from lianfang import local_node
 from lianfang.settings import load_settings
-from lianfang.store import connect
+from lianfang.store import connect, delete_prefix
 
 GOAL_MIB = 300
 MASKING_KEY = "benchmark-masking-key-not-secret"
@@ -163,15 +161,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
     finally:
         if not arguments.keep:
-            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            if indices:
-                client.indices.delete(index=",".join(indices))
-            try:
-                templates = client.indices.get_index_template(name=f"{prefix}-*")
-            except NotFoundError:
-                templates = {}
-            for template in templates.get("index_templates", []):
-                client.indices.delete_index_template(name=template["name"])
+            delete_prefix(client, prefix)
             shutil.rmtree(work, ignore_errors=True)
         client.close()
 

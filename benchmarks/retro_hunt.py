@@ -25,7 +25,7 @@ from typing import Any
 from elasticsearch import helpers
 
 from lianfang.settings import load_settings
-from lianfang.store import EventStore, IndexNames, connect
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix
 from sharing.indicator_matching import lookup_for, retro_hunt
 from sharing.intel_store import IndicatorRecord
 from sharing.stix_ids import deterministic_id
@@ -225,12 +225,7 @@ def main() -> None:
         )
     finally:
         if not arguments.keep:
-            names = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            if names:
-                client.indices.delete(index=",".join(names))
-            client.options(ignore_status=404).indices.delete_index_template(
-                name=store.names.events_template
-            )
+            delete_prefix(client, prefix)
     if arguments.json:
         print(json.dumps(results, indent=2))
     else:

@@ -18,8 +18,6 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from elasticsearch import NotFoundError
-
 from collectors.demo_day import DemoSpec, generate_demo_day
 from collectors.file_ingest import file_records, ingest_records
 from collectors.normalise import Department
@@ -27,7 +25,7 @@ from detection.rule_executor import RuleExecutor, RulePlan
 from detection.rule_format import builtin_rules
 from lianfang.schema import parse_timestamp
 from lianfang.settings import load_settings
-from lianfang.store import EventStore, IndexNames, connect
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix
 
 DAY = date(2026, 11, 26)
 
@@ -86,15 +84,7 @@ def main() -> None:
         rules_seconds = time.perf_counter() - total
     finally:
         if not arguments.keep:
-            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            if indices:
-                client.indices.delete(index=",".join(indices))
-            try:
-                templates = client.indices.get_index_template(name=f"{prefix}-*")
-            except NotFoundError:
-                templates = {}
-            for template in templates.get("index_templates", []):
-                client.indices.delete_index_template(name=template["name"])
+            delete_prefix(client, prefix)
         shutil.rmtree(work, ignore_errors=True)
 
     def about_story(alert) -> bool:

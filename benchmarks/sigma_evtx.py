@@ -49,7 +49,7 @@ from detection.sigma.execution import RunReport, SigmaRunner
 from detection.sigma.rule_loading import load_rule_set
 from lianfang.schema import Origin, document_id
 from lianfang.settings import load_settings
-from lianfang.store import EventStore, IndexNames, connect, events_template_body
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix, events_template_body
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 SAMPLES = DATASETS / "evtx-attack-samples"
@@ -156,12 +156,7 @@ def main() -> None:
         alert_seconds = time.perf_counter() - began
     finally:
         if not options.keep:
-            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            for start in range(0, len(indices), 50):
-                client.indices.delete(index=",".join(indices[start : start + 50]))
-            client.options(ignore_status=404).indices.delete_index_template(
-                name=names.events_template
-            )
+            delete_prefix(client, prefix)
 
     detections: set[tuple[str, Path]] = set()
     for found in matches:

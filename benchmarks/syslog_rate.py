@@ -33,11 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import NotFoundError
-
 from lianfang import local_node
 from lianfang.settings import load_settings
-from lianfang.store import connect
+from lianfang.store import connect, delete_prefix
 
 MASKING_KEY = "benchmark-masking-key-not-secret"
 
@@ -206,15 +204,7 @@ def main() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-        indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-        if indices:
-            client.indices.delete(index=",".join(indices))
-        try:
-            templates = client.indices.get_index_template(name=f"{prefix}-*")
-        except NotFoundError:
-            templates = {}
-        for template in templates.get("index_templates", []):
-            client.indices.delete_index_template(name=template["name"])
+        delete_prefix(client, prefix)
         client.close()
         shutil.rmtree(work, ignore_errors=True)
 

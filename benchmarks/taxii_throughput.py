@@ -44,7 +44,7 @@ import requests
 
 from lianfang.principals import PrincipalStore, Role
 from lianfang.settings import load_settings
-from lianfang.store import connect, elasticsearch_url
+from lianfang.store import connect, delete_prefix, elasticsearch_url
 from sharing.tlp import TLP_2_IDS, TlpLevel
 
 TAXII = "application/taxii+json;version=2.1"
@@ -330,9 +330,7 @@ def measure(
         process.wait(timeout=30)
         if prefix is not None:
             client = connect(load_settings(es_url=es_url))
-            indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-            if indices:
-                client.indices.delete(index=",".join(indices))
+            delete_prefix(client, prefix)
             client.close()
 
 

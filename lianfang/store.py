@@ -109,6 +109,24 @@ def install_index(client: Elasticsearch, index: str, fields: dict[str, str]) -> 
     return True
 
 
+def delete_prefix(client: Elasticsearch, prefix: str) -> None:
+    """Delete every index and index template of a prefix (throwaway deployments: tests, benchmarks).
+
+    The indices are listed and deleted by name, since clusters refuse wildcard deletes
+    (`action.destructive_requires_name`), a few dozen per request so that the URL stays short
+    when a backfill left hundreds of daily indices.
+    """
+    indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
+    for start in range(0, len(indices), 50):
+        client.indices.delete(index=",".join(indices[start : start + 50]))
+    try:
+        templates = client.indices.get_index_template(name=f"{prefix}-*")["index_templates"]
+    except ElasticsearchNotFound:
+        templates = []
+    for template in templates:
+        client.indices.delete_index_template(name=template["name"])
+
+
 @dataclass(frozen=True)
 class IndexNames:
     """Every index, alias and template name of one deployment, derived from its prefix.

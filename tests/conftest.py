@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import Elasticsearch
 
 from lianfang import local_node
 from lianfang.settings import Settings, load_settings
-from lianfang.store import EventStore, IndexNames, connect
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix
 
 TEST_MASKING_KEY = "test-masking-key-not-a-secret"
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -56,15 +56,7 @@ def _client_for(settings: Settings) -> Iterator[Elasticsearch]:
         yield es
     finally:
         prefix = settings.index_prefix
-        indices = list(es.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-        if indices:
-            es.indices.delete(index=",".join(indices))
-        try:
-            templates = es.indices.get_index_template(name=f"{prefix}-*")["index_templates"]
-        except NotFoundError:
-            templates = []
-        for template in templates:
-            es.indices.delete_index_template(name=template["name"])
+        delete_prefix(es, prefix)
         es.close()
 
 

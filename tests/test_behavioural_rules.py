@@ -15,14 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import Elasticsearch
 
 from detection.alerts import Alert
 from detection.rule_executor import RuleExecutor, RulePlan
 from detection.rule_format import BehaviouralRule, builtin_rules
 from lianfang.schema import format_timestamp
 from lianfang.settings import load_settings
-from lianfang.store import EventStore, IndexNames, connect
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix
 
 # Tuesday 2026-11-24, 10:00 in Shanghai: inside working hours.
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -442,15 +442,7 @@ def loaded(cluster_url: str) -> Iterator[tuple[Elasticsearch, str]]:
     try:
         yield client, prefix
     finally:
-        indices = list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all"))
-        if indices:
-            client.indices.delete(index=",".join(indices))
-        try:
-            templates = client.indices.get_index_template(name=f"{prefix}-*")
-        except NotFoundError:
-            templates = {}
-        for template in templates.get("index_templates", []):
-            client.indices.delete_index_template(name=template["name"])
+        delete_prefix(client, prefix)
         client.close()
 
 

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from elasticsearch import NotFoundError
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -41,7 +40,7 @@ from lianfang.situation import (
     plan_searches,
     shape_situation,
 )
-from lianfang.store import EventStore, IndexNames, connect, install_index
+from lianfang.store import EventStore, IndexNames, connect, delete_prefix, install_index
 from lianfang.threat_level import threat_level
 from tests.conftest import TEST_MASKING_KEY
 
@@ -413,15 +412,7 @@ def settings_once(cluster_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         yield settings
     finally:
-        indices = list(es.indices.get(index=f"{settings.index_prefix}-*", expand_wildcards="all"))
-        if indices:
-            es.indices.delete(index=",".join(indices))
-        try:
-            templates = es.indices.get_index_template(name=f"{settings.index_prefix}-*")
-        except NotFoundError:
-            templates = {"index_templates": []}
-        for template in templates["index_templates"]:
-            es.indices.delete_index_template(name=template["name"])
+        delete_prefix(es, settings.index_prefix)
         es.close()
 
 

@@ -13,7 +13,7 @@ from lianfang.bulk_writer import BulkWriter
 from lianfang.dead_letter import DeadLetterFile
 from lianfang.schema import Event, Origin
 from lianfang.settings import Settings
-from lianfang.store import EventStore
+from lianfang.store import EventStore, delete_prefix
 
 DAY = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
 
@@ -182,3 +182,23 @@ def test_concurrent_writes_to_dead_letters_do_not_interleave(tmp_path: Path) -> 
     lines = dead_letters.current_path.read_text().splitlines()
     assert len(lines) == 800
     assert all(json.loads(line)["reason"] == "r" for line in lines)
+
+
+def test_delete_prefix_removes_every_index_and_template_of_its_prefix_only(
+    client: Elasticsearch, store: EventStore, settings: Settings
+) -> None:
+    prefix = settings.index_prefix
+    store.install_templates()
+    names = [f"{prefix}-events-2026.01.{day:02d}" for day in range(1, 61)]  # more than one batch
+    for name in names:
+        client.indices.create(index=name)
+    neighbour = f"{prefix}x-kept"  # shares the text, not the prefix
+    client.indices.create(index=neighbour)
+    try:
+        delete_prefix(client, prefix)
+        assert not client.indices.exists(index=",".join(names[:3]))
+        assert list(client.indices.get(index=f"{prefix}-*", expand_wildcards="all")) == []
+        assert not client.indices.exists_index_template(name=store.names.events_template)
+        assert client.indices.exists(index=neighbour)
+    finally:
+        client.indices.delete(index=neighbour)
