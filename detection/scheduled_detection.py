@@ -19,6 +19,7 @@ from detection.detector import DetectorContext, load_detectors
 from detection.rule_format import parse_duration
 from detection.scheduler import DetectionScheduler, DetectionStateStore
 from lianfang.settings import DetectionRuleSettings, Settings
+from lianfang.store import IndexNames
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def build_scheduled_detection(
 ) -> ScheduledDetection:
     """The scheduler over every detector of these sources (UnknownDetectorSource if unknown)."""
     prefix = settings.index_prefix
-    loaded = load_detectors(DetectorContext(settings, client, f"{prefix}-events"), sources)
+    loaded = load_detectors(
+        DetectorContext(settings, client, IndexNames(prefix).events_alias), sources
+    )
     scheduler = DetectionScheduler(
         loaded.detectors,
         AlertStore(client, prefix),

@@ -27,6 +27,7 @@ from detection.alert_exceptions import ExceptionStore, apply_exceptions
 from detection.alerts import AlertStore
 from detection.detector import DetectionWindow, Detector
 from lianfang.schema import format_timestamp, parse_timestamp
+from lianfang.store import IndexNames
 
 STATE_DOCUMENT = "scheduler"
 
@@ -96,7 +97,7 @@ class DetectionStateStore:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-detection-state"
+        self.index = IndexNames(prefix).detection_state
 
     def last_end(self) -> datetime | None:
         """The end of the last completed window, or None before the first run."""

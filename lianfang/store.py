@@ -236,6 +236,16 @@ class IndexNames:
         """STIX objects of the TAXII collections (sharing/object_store.py)."""
         return f"{self.prefix}-taxii-objects"
 
+    @property
+    def taxii_status(self) -> str:
+        """Status resources of TAXII POST requests (sharing/taxii_status.py)."""
+        return f"{self.prefix}-taxii-status"
+
+    @property
+    def detection_state(self) -> str:
+        """Where the detection scheduler keeps its last completed window (detection/scheduler.py)."""
+        return f"{self.prefix}-detection-state"
+
     def rule_test_names(self, token: str) -> IndexNames:
         """A throw-away deployment for testing a rule on a file; under `every_index`."""
         return IndexNames(f"{self.prefix}-ruletest-{token}")

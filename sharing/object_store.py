@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 from elasticsearch import Elasticsearch
 
-from lianfang.store import mapping_properties
+from lianfang.store import IndexNames, mapping_properties
 from sharing.taxii_paging import PagePosition
 from sharing.taxii_timestamps import format_micros
 
@@ -194,7 +194,7 @@ class TaxiiObjectStore:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-taxii-objects"
+        self.index = IndexNames(prefix).taxii_objects
         self._write_lock = threading.Lock()
         # Objects written since the last refresh, per collection (what search cannot see yet).
         self._unrefreshed: set[tuple[str, str]] = set()

@@ -18,7 +18,7 @@ import orjson
 from elasticsearch import Elasticsearch, NotFoundError
 
 from lianfang.schema import format_timestamp
-from lianfang.store import install_index
+from lianfang.store import IndexNames, install_index
 from sharing.object_store import BULK_RESPONSE_FIELDS
 from sharing.taxii_timestamps import format_micros
 
@@ -117,7 +117,7 @@ class TaxiiStatusStore:
 
     def __init__(self, client: Elasticsearch, prefix: str) -> None:
         self.client = client
-        self.index = f"{prefix}-taxii-status"
+        self.index = IndexNames(prefix).taxii_status
 
     def install(self) -> None:
         """Create the index if missing."""

@@ -122,6 +122,8 @@ def test_index_names_are_the_deployed_ones() -> None:
         "intel_quarantine": names.intel_quarantine,
         "intel_outbox": names.intel_outbox,
         "taxii_objects": names.taxii_objects,
+        "taxii_status": names.taxii_status,
+        "detection_state": names.detection_state,
     } == {
         "every_index": "lf-*",
         "alerts": "lf-alerts",
@@ -138,6 +140,8 @@ def test_index_names_are_the_deployed_ones() -> None:
         "intel_quarantine": "lf-intel-quarantine",
         "intel_outbox": "lf-intel-outbox",
         "taxii_objects": "lf-taxii-objects",
+        "taxii_status": "lf-taxii-status",
+        "detection_state": "lf-detection-state",
     }
     scratch = names.rule_test_names("abc")
     assert scratch.prefix == "lf-ruletest-abc"
